@@ -1,0 +1,106 @@
+"""What decide() asks the loop to do. Each action carries the reason that is logged with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Action:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Idle(Action):
+    """Nothing to do this cycle; the reason says what we are waiting for."""
+
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class AcquireLease(Action):
+    """Compare-and-set on (version, revision): fails if anything changed since we looked."""
+
+    expected_version: int
+    expected_revision: int
+    bootstrapping: bool = False
+
+
+@dataclass(frozen=True)
+class RenewLease(Action):
+    clear_bootstrapping: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseLease(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class Bootstrap(Action):
+    """initdb (or adopt an existing data directory), start as primary, record the system id."""
+
+    existing_data: bool = False
+
+
+@dataclass(frozen=True)
+class Clone(Action):
+    source: str  # member to take the base backup from
+
+
+@dataclass(frozen=True)
+class StartPrimary(Action):
+    """Start PostgreSQL without standby.signal; only ever emitted while we hold the lease."""
+
+
+@dataclass(frozen=True)
+class StartStandby(Action):
+    upstream: str | None  # None: start in recovery without streaming (to learn our own position)
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class Demote(Action):
+    """Stop a primary that must not be one; it comes back as a standby on a later cycle."""
+
+    immediate: bool = True
+
+
+@dataclass(frozen=True)
+class Follow(Action):
+    upstream: str
+
+
+@dataclass(frozen=True)
+class Rewind(Action):
+    source: str
+
+
+@dataclass(frozen=True)
+class MoveDataAside(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class EnsureSlots(Action):
+    """Physical slots on the primary: one per other member, plus the configured permanent ones."""
+
+    members: frozenset[str]
+    permanent: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Switchover(Action):
+    """Rule 4: stop, check the candidate has our shutdown checkpoint, hand the lease over."""
+
+    candidate: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ClearFailover(Action):
+    request_id: str

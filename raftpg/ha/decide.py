@@ -1,0 +1,253 @@
+"""The HA brain: a pure function from views to actions.
+
+decide() reads only its arguments: no I/O, no clock, no globals. The loop (ha/loop.py) gathers the
+views, carries out the actions in order (stopping at the first that fails) and runs the next cycle
+at once when an action changed the lease. Every path to primary goes through AcquireLease (a
+compare-and-set on the lease), never around it (DESIGN rule 1).
+"""
+
+from __future__ import annotations
+
+from raftpg.ha.actions import (
+    AcquireLease,
+    Action,
+    Bootstrap,
+    ClearFailover,
+    Clone,
+    Demote,
+    EnsureSlots,
+    Follow,
+    Idle,
+    MoveDataAside,
+    Promote,
+    ReleaseLease,
+    RenewLease,
+    Rewind,
+    StartPrimary,
+    StartStandby,
+    Switchover,
+)
+from raftpg.ha.candidates import best_switchover_candidate, race_blocker
+from raftpg.ha.views import ClusterView, LocalView, PgRole
+from raftpg.postgres.datadir import DataDirState
+
+
+def decide(cluster: ClusterView, local: LocalView) -> list[Action]:
+    if cluster.system_identifier is None:
+        return _uninitialized(cluster, local)
+    if local.data_dir is DataDirState.INVALID:
+        return [Idle("data directory is neither empty nor a PostgreSQL cluster: not touching it", warning=True)]
+    if (
+        local.data_dir is DataDirState.INITIALIZED
+        and local.system_identifier is not None
+        and local.system_identifier != cluster.system_identifier
+    ):
+        return [
+            Idle(
+                f"refusing to join: data directory has system identifier {local.system_identifier}, "
+                f"the cluster's is {cluster.system_identifier}",
+                warning=True,
+            )
+        ]
+    lease = cluster.lease
+    if local.holds_lease(lease):
+        return _as_holder(cluster, local)
+    if lease.holder == local.name:
+        return _lease_named_after_us(cluster, local)
+    if lease.free or lease.expired:
+        return _lease_open(cluster, local)
+    return _as_follower(cluster, local)
+
+
+def _uninitialized(cluster: ClusterView, local: LocalView) -> list[Action]:
+    lease = cluster.lease
+    if local.holds_lease(lease) and lease.bootstrapping:
+        # Only reachable if a bootstrap failed half-way in this process: give the claim back.
+        return [ReleaseLease("bootstrap did not complete; releasing the bootstrap claim")]
+    if local.bootstrap_failed:
+        if local.data_dir is DataDirState.INITIALIZED:
+            return [MoveDataAside("previous bootstrap attempt failed; moving its data directory aside")]
+        return [Idle("previous bootstrap attempt failed; waiting for another member", warning=True)]
+    if not (lease.free or lease.expired):
+        return [Idle(f"cluster is being bootstrapped by {lease.holder}")]
+    if local.data_dir is DataDirState.INVALID:
+        return [Idle("data directory is neither empty nor a PostgreSQL cluster: not bootstrapping", warning=True)]
+    if local.tags.nofailover:
+        return [Idle("nofailover is set: waiting for another member to bootstrap")]
+    return [
+        AcquireLease(
+            "cluster not initialised and no bootstrap claim: claiming it",
+            lease.version,
+            lease.revision,
+            bootstrapping=True,
+        ),
+        Bootstrap(
+            "bootstrap claim held: " + ("adopting existing data directory" if local.data_dir is
+                                        DataDirState.INITIALIZED else "running initdb"),
+            existing_data=local.data_dir is DataDirState.INITIALIZED,
+        ),
+    ]
+
+
+def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
+    renew = RenewLease("holding the lease", clear_bootstrapping=cluster.lease.bootstrapping)
+    if local.data_dir is not DataDirState.INITIALIZED:
+        return [ReleaseLease("holding the lease but the data directory is gone")]
+    if local.role is PgRole.REPLICA:
+        handover = cluster.lease.lsn_at_handover
+        if handover is not None and (local.replay_lsn or 0) < handover:
+            return [renew, Idle(f"waiting to replay up to the hand-over LSN {handover} before promoting")]
+        return [renew, Promote("lease acquired: promoting")]
+    if local.role is PgRole.STOPPED:
+        if cluster.paused:
+            return [renew, Idle("paused: PostgreSQL is not running and will not be restarted")]
+        timeout = cluster.config.primary_start_timeout
+        down_for = local.now - local.pg_down_since if local.pg_down_since is not None else 0.0
+        if down_for > timeout:
+            return [
+                ReleaseLease(
+                    f"PostgreSQL has not run for {down_for:.1f}s > primary_start_timeout {timeout:g}s: "
+                    "releasing the lease so another member can take over"
+                )
+            ]
+        return [renew, StartPrimary("holding the lease and PostgreSQL is not running: starting it as primary")]
+    if local.role is PgRole.UNKNOWN:
+        return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
+    actions: list[Action] = [renew]
+    if cluster.config.use_slots:
+        members = frozenset(name for name in cluster.members if name != local.name)
+        actions.append(EnsureSlots("replication slots for members", members,
+                                   frozenset(cluster.config.permanent_slots)))
+    if cluster.failover is not None:
+        actions.extend(_handle_failover_request(cluster, local))
+    return actions
+
+
+def _handle_failover_request(cluster: ClusterView, local: LocalView) -> list[Action]:
+    request = cluster.failover
+    assert request is not None
+    if request.leader is not None and request.leader != local.name:
+        return [ClearFailover(f"switchover request names {request.leader} as leader, not us", request.request_id)]
+    if request.candidate == local.name:
+        return [ClearFailover("switchover candidate is already the leader", request.request_id)]
+    if request.scheduled_at is not None and local.wall_now < request.scheduled_at:
+        return [Idle(f"switchover scheduled in {request.scheduled_at - local.wall_now:.0f}s")]
+    candidate = best_switchover_candidate(cluster, local, request.candidate)
+    if candidate is None:
+        wanted = request.candidate or "any member"
+        return [ClearFailover(f"switchover cancelled: {wanted} is not a healthy streaming replica",
+                              request.request_id)]
+    return [Switchover(f"switchover requested to {candidate}", candidate, request.request_id)]
+
+
+def _lease_named_after_us(cluster: ClusterView, local: LocalView) -> list[Action]:
+    """The log names us as holder, but this process has no committed renewal of its own."""
+    lease = cluster.lease
+    if lease.instance_id == local.instance_id:
+        if local.lease_deadline is None:
+            return [RenewLease("the lease was handed over to us: confirming it before promoting")]
+        actions: list[Action] = []
+        if local.role is PgRole.PRIMARY:
+            overdue = local.now - local.lease_deadline
+            actions.append(Demote(f"demoting: lease not renewed for {overdue:.1f}s past its deadline"))
+        actions.append(RenewLease("trying to renew the lease we hold in the log"))
+        return actions
+    if lease.expired:
+        return _lease_open(cluster, local)
+    if local.data_dir is not DataDirState.INITIALIZED:
+        return [Idle("the log names us as holder from an earlier process, but we have no data")]
+    return [
+        AcquireLease(
+            "restarted while the log names us as holder: reclaiming the lease",
+            lease.version,
+            lease.revision,
+        )
+    ]
+
+
+def _lease_open(cluster: ClusterView, local: LocalView) -> list[Action]:
+    lease = cluster.lease
+    if local.role is PgRole.PRIMARY:
+        return [Demote(f"demoting: running as primary without the lease (holder {lease.holder}, expired)")]
+    request = cluster.failover
+    manual = request is not None and request.candidate == local.name and request.leader in (None, lease.holder)
+    if cluster.paused and not manual:
+        return [Idle("paused: the lease is free but automatic failover is suspended")]
+    if request is not None and request.candidate not in (None, local.name):
+        target = cluster.members.get(request.candidate)
+        if target is not None and target.fresh:
+            return [Idle(f"failover requested to {request.candidate}: leaving the race to it")]
+    if local.data_dir is not DataDirState.INITIALIZED:
+        return [Idle("no data directory and no leader to clone from: waiting")]
+    if local.role is PgRole.STOPPED:
+        if cluster.paused:
+            return [Idle("paused: not starting PostgreSQL")]
+        return [StartStandby("lease is free: starting PostgreSQL as a standby to learn our position", None)]
+    blocker = race_blocker(cluster, local, manual=manual)
+    if blocker is not None:
+        return [Idle(f"not taking the lease: {blocker}")]
+    why = "manual failover to us" if manual else (
+        "lease is free" if lease.free else f"lease of {lease.holder} expired"
+    )
+    return [AcquireLease(f"{why} and we are the healthiest candidate: taking the lease",
+                         lease.version, lease.revision)]
+
+
+def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
+    lease = cluster.lease
+    holder = lease.holder
+    assert holder is not None
+    if local.role is PgRole.PRIMARY:
+        return [Demote(f"demoting: {holder} holds the lease (version {lease.version})")]
+    if local.data_dir is not DataDirState.INITIALIZED:
+        if cluster.paused:
+            return [Idle("paused: not cloning")]
+        return [Clone(f"no data directory: cloning from {_clone_source(cluster, local)}",
+                      _clone_source(cluster, local))]
+    upstream = _upstream(cluster, local)
+    if local.role is PgRole.STOPPED:
+        if cluster.paused:
+            return [Idle("paused: PostgreSQL is not running and will not be started")]
+        if local.rewind_failed:
+            if cluster.config.remove_data_directory_on_rewind_failure:
+                return [MoveDataAside("pg_rewind failed: moving the data directory aside to re-clone")]
+            return [Idle("pg_rewind failed and remove_data_directory_on_rewind_failure is off", warning=True)]
+        holder_member = cluster.holder_member
+        diverged = (
+            local.was_primary
+            and holder_member is not None
+            and holder_member.timeline is not None
+            and local.timeline != holder_member.timeline
+        )
+        if diverged:
+            if not cluster.config.use_pg_rewind:
+                return [Idle("former primary on another timeline and use_pg_rewind is off", warning=True)]
+            return [Rewind(f"former primary on timeline {local.timeline}, leader {holder} on "
+                           f"{holder_member.timeline if holder_member else '?'}: rewinding", holder)]
+        return [StartStandby(f"starting as a standby of {upstream}", upstream)]
+    if local.role is PgRole.REPLICA and local.upstream != upstream:
+        return [Follow(f"following {upstream} (was {local.upstream})", upstream)]
+    return [Idle(f"replica of {upstream}")]
+
+
+def _upstream(cluster: ClusterView, local: LocalView) -> str:
+    """The holder, or a healthy replica named by our replicatefrom tag (cascading)."""
+    holder = cluster.lease.holder
+    assert holder is not None
+    wanted = local.tags.replicatefrom
+    if wanted and wanted != local.name:
+        member = cluster.members.get(wanted)
+        if member is not None and member.fresh and member.state == "running":
+            return wanted
+    return holder
+
+
+def _clone_source(cluster: ClusterView, local: LocalView) -> str:
+    """A fresh running replica tagged clonefrom if there is one, else the holder."""
+    for member in sorted(cluster.members.values(), key=lambda m: m.name):
+        if (member.name != local.name and member.tags.clonefrom and member.fresh
+                and member.state == "running" and member.role == "replica"):
+            return member.name
+    holder = cluster.lease.holder
+    assert holder is not None
+    return holder

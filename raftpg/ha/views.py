@@ -8,7 +8,6 @@ by hand.
 from __future__ import annotations
 
 import enum
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType

@@ -1,0 +1,148 @@
+"""`raftpg run`: wire Raft, PostgreSQL, the HA loop and the REST API into one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import IO
+
+from raftpg.api import start_api
+from raftpg.cli.backend import DaemonBackend
+from raftpg.clock import boottime
+from raftpg.config import Settings, raft_timings
+from raftpg.consensus import ConsensusError, RaftNode, Snapshot
+from raftpg.ha.loop import HaLoop
+from raftpg.postgres.fence import FenceClient
+from raftpg.postgres.instance import PostgresInstance
+
+logger = logging.getLogger(__name__)
+
+BARRIER_RETRY = 1.0
+
+
+class StartupError(Exception):
+    pass
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """One live raftpg per Raft data directory; a crash releases the lock with the process."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle = (data_dir / "raftpg.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StartupError(f"another raftpg process is running with {data_dir}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _wake_key(snap: Snapshot) -> tuple[object, ...]:
+    """The parts of the Raft state whose change must wake the HA loop at once."""
+    lease = snap.lease
+    failover = snap.failover.get("request_id") if snap.failover else None
+    return (lease.holder, lease.instance_id, lease.version, failover, snap.config_version, snap.initialize)
+
+
+def check_duplicate_member(settings: Settings, snap: Snapshot, ttl: float) -> None:
+    """A second live process publishing under our name from another address is refused."""
+    record = snap.members.get(settings.name)
+    if record is None:
+        return
+    elsewhere = record.get("raft_addr") not in (None, str(settings.raft.self_addr))
+    fresh = boottime() - snap.member_applied_at.get(settings.name, 0.0) < ttl
+    if elsewhere and fresh:
+        raise StartupError(
+            f"member name {settings.name!r} is already in use by a live process at {record.get('raft_addr')}; "
+            "every node needs its own name"
+        )
+
+
+async def run_daemon(settings: Settings) -> int:
+    if os.geteuid() == 0:
+        logger.error("refusing to run as root: PostgreSQL refuses it too; run raftpg as the database OS user")
+        return 2
+    try:
+        lock = lock_data_dir(settings.raft.data_dir)
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    try:
+        return await _run(settings)
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    finally:
+        lock.close()
+
+
+async def _run(settings: Settings) -> int:
+
+    ttl = settings.bootstrap.dcs.ttl
+    ha: HaLoop | None = None
+    last_key: list[tuple[object, ...]] = [()]
+
+    def on_change() -> None:
+        if ha is None:
+            return
+        key = _wake_key(raft.snapshot())
+        if key != last_key[0]:
+            last_key[0] = key
+            ha.wake()
+
+    raft = RaftNode(scope=settings.scope, self_addr=str(settings.raft.self_addr),
+                    partner_addrs=[str(a) for a in settings.raft.partner_addrs],
+                    data_dir=settings.raft.data_dir, password=settings.raft.password,
+                    timings=raft_timings(ttl), on_change=on_change)
+    try:
+        await raft.start()
+    except ConsensusError as exc:
+        raise StartupError(f"cannot start the Raft replica: {exc}") from exc
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    api = None
+    try:
+        pg = PostgresInstance(settings.postgresql, settings.name)
+        fence = FenceClient(settings.raft.data_dir, settings.postgresql.data_dir)
+        ha = HaLoop(settings, raft, pg, fence)
+        api = await start_api(DaemonBackend(settings, raft, ha))
+        logger.info("REST API on %s; waiting for the Raft log to catch up", settings.restapi.listen)
+        while not stop.is_set():
+            try:
+                await raft.barrier(timeout=max(ttl, 5.0))
+                break
+            except ConsensusError as exc:
+                logger.warning("Raft barrier not committed yet (%s); no quorum? retrying", exc)
+                await asyncio.sleep(BARRIER_RETRY)
+        if stop.is_set():
+            return 0
+        check_duplicate_member(settings, raft.snapshot(), ttl)
+        logger.info("caught up with the Raft log (term %s); starting the HA loop as instance %s",
+                    raft.raft_status().term, ha.instance_id)
+        ha_task = asyncio.create_task(ha.run())
+        stop_task = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({ha_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if ha_task in done:
+            stop_task.cancel()
+            ha_task.result()
+            return 1
+        logger.info("stopping: handing over if we are the primary")
+        ha.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(ha_task, timeout=max(ttl, 10.0))
+        await ha.shutdown(handover_timeout=max(ttl, 10.0))
+        return 0
+    finally:
+        if api is not None:
+            await api.stop()
+        await raft.stop()

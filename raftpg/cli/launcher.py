@@ -1,0 +1,404 @@
+"""N raftpg nodes on loopback: the one launcher behind the cluster tests, `raftpg demo` and the
+benchmark adapter.
+
+Every process it starts is recorded by PID and stopped by PID. Run as root, it starts the nodes as
+an unprivileged OS user (PostgreSQL refuses root) in directories that user owns.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from raftpg.config import discover_bin_dir, generate_raft_password
+
+T = TypeVar("T")
+
+TEST_PARAMETERS = {
+    "fsync": "off",
+    "synchronous_commit": "on",
+    "shared_buffers": "16MB",
+    "max_connections": "50",
+    "wal_writer_delay": "10ms",
+    "checkpoint_timeout": "30s",
+}
+
+
+@dataclass
+class NodePorts:
+    raft: int
+    api: int
+    pg: int
+
+
+@dataclass
+class Node:
+    name: str
+    ports: NodePorts
+    config_path: Path
+    log_path: Path
+    data_dir: Path
+    raft_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _alive(pid) else None
+
+    def fence_pid(self) -> int | None:
+        try:
+            pid = int((self.raft_dir / "fence.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def raftpg_pid(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None
+        return self.process.pid
+
+
+@dataclass
+class LocalCluster:
+    base_dir: Path
+    size: int = 3
+    scope: str = "demo"
+    ttl: float = 5
+    loop_wait: float = 1
+    retry_timeout: float = 2
+    synchronous_mode: str = "off"
+    parameters: Mapping[str, str] = field(default_factory=lambda: dict(TEST_PARAMETERS))
+    dcs_extra: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    password: str = field(default_factory=generate_raft_password)
+    api_auth: tuple[str, str] = ("admin", "admin-password")
+    os_user: str | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.os_user is None and os.geteuid() == 0:
+            self.os_user = "postgres"
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.base_dir)
+        ports = free_ports(self.size * 3)
+        for i in range(self.size):
+            name = f"node{i + 1}"
+            node_dir = self.base_dir / name
+            node_dir.mkdir(exist_ok=True)
+            self._chown(node_dir)
+            self.nodes[name] = Node(
+                name=name,
+                ports=NodePorts(raft=ports[3 * i], api=ports[3 * i + 1], pg=ports[3 * i + 2]),
+                config_path=node_dir / "node.yml",
+                log_path=node_dir / "raftpg.log",
+                data_dir=node_dir / "pgdata",
+                raft_dir=node_dir / "raft",
+            )
+        for node in self.nodes.values():
+            self.write_config(node)
+
+    # --- configuration -----------------------------------------------------------------------
+    def dcs(self) -> dict[str, Any]:
+        return {
+            "ttl": self.ttl,
+            "loop_wait": self.loop_wait,
+            "retry_timeout": self.retry_timeout,
+            "maximum_lag_on_failover": 16 * 1024 * 1024,
+            "primary_start_timeout": 10,
+            "synchronous_mode": self.synchronous_mode,
+            "postgresql": {"parameters": dict(self.parameters), "use_pg_rewind": True},
+            **self.dcs_extra,
+        }
+
+    def node_config(self, node: Node) -> dict[str, Any]:
+        bin_dir = discover_bin_dir()
+        return {
+            "scope": self.scope,
+            "name": node.name,
+            "raft": {
+                "self_addr": f"127.0.0.1:{node.ports.raft}",
+                "partner_addrs": [f"127.0.0.1:{n.ports.raft}" for n in self.nodes.values() if n is not node],
+                "data_dir": str(node.raft_dir),
+                "password": self.password,
+            },
+            "restapi": {
+                "listen": f"127.0.0.1:{node.ports.api}",
+                "connect_address": f"127.0.0.1:{node.ports.api}",
+                "authentication": {"username": self.api_auth[0], "password": self.api_auth[1]},
+            },
+            "postgresql": {
+                "listen": f"127.0.0.1:{node.ports.pg}",
+                "connect_address": f"127.0.0.1:{node.ports.pg}",
+                "data_dir": str(node.data_dir),
+                "bin_dir": str(bin_dir) if bin_dir else None,
+                "socket_dir": str(node.data_dir.parent),
+                "authentication": {
+                    "superuser": {"username": "postgres", "password": "postgres-secret"},
+                    "replication": {"username": "replicator", "password": "replicator-secret"},
+                },
+            },
+            "bootstrap": {"dcs": self.dcs(), "initdb": [{"encoding": "UTF8"}]},
+            "tags": dict(self.tags.get(node.name, {})),
+            "log": {"level": "INFO", "format": "plain"},
+        }
+
+    def write_config(self, node: Node) -> None:
+        node.config_path.write_text(yaml.safe_dump(self.node_config(node), sort_keys=False))
+        node.config_path.chmod(0o600)
+        self._chown(node.config_path)
+
+    def _chown(self, path: Path) -> None:
+        if self.os_user is not None:
+            entry = pwd.getpwnam(self.os_user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    # --- processes ---------------------------------------------------------------------------
+    def start(self) -> None:
+        for name in self.nodes:
+            self.start_node(name)
+
+    def start_node(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.raftpg_pid() is not None:
+            raise RuntimeError(f"{name} is already running")
+        log = node.log_path.open("ab")
+        self._chown(node.log_path)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        node.process = subprocess.Popen(
+            [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            user=self.os_user, group=self._group(), start_new_session=True, cwd=str(self.base_dir),
+        )
+        log.close()
+
+    def _group(self) -> int | None:
+        return pwd.getpwnam(self.os_user).pw_gid if self.os_user else None
+
+    def kill_node(self, name: str) -> float:
+        """SIGKILL raftpg, the postmaster with all its backends, and the fence. Returns the wall time."""
+        node = self.nodes[name]
+        pids = [p for p in (node.raftpg_pid(), node.postmaster_pid(), node.fence_pid()) if p]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        killed_at = time.time()
+        postmaster = node.postmaster_pid()
+        if postmaster is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(postmaster, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if node.process is not None:
+            node.process.wait(timeout=10)
+        _wait_until(lambda: node.postmaster_pid() is None, 10)
+        return killed_at
+
+    def kill_raftpg(self, name: str, sig: int = signal.SIGKILL) -> None:
+        node = self.nodes[name]
+        pid = node.raftpg_pid()
+        if pid is None:
+            raise RuntimeError(f"{name}'s raftpg is not running")
+        os.kill(pid, sig)
+        if sig == signal.SIGKILL and node.process is not None:
+            node.process.wait(timeout=10)
+
+    def kill_postmaster(self, name: str) -> None:
+        pid = self.nodes[name].postmaster_pid()
+        if pid is None:
+            raise RuntimeError(f"{name}'s postmaster is not running")
+        os.kill(pid, signal.SIGKILL)
+
+    def stop_node(self, name: str, timeout: float = 60) -> int | None:
+        node = self.nodes[name]
+        if node.process is None or node.process.poll() is not None:
+            return None
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            return node.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_node(name)
+            return None
+
+    def stop(self) -> None:
+        """Stop everything this launcher started, by PID: raftpg, then leftovers (fence, postmaster)."""
+        for node in self.nodes.values():
+            if node.process is not None and node.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    node.process.send_signal(signal.SIGCONT)
+                    node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes.values():
+            if node.process is not None:
+                try:
+                    node.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    node.process.kill()
+                    node.process.wait(timeout=10)
+        for node in self.nodes.values():
+            fence = node.fence_pid()
+            if fence:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(fence, signal.SIGKILL)
+            postmaster = node.postmaster_pid()
+            if postmaster:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(postmaster, signal.SIGKILL)
+                _wait_until(lambda n=node: n.postmaster_pid() is None, 10)  # type: ignore[misc]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    # --- observation -------------------------------------------------------------------------
+    def api_get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        url = self.nodes[name].api_url + path
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            try:
+                return exc.code, json.loads(body or b"null")
+            except ValueError:
+                return exc.code, body.decode(errors="replace")
+        except (OSError, ValueError):
+            return 0, None
+
+    def api_request(self, name: str, method: str, path: str, body: Any = None,
+                    timeout: float = 30.0) -> tuple[int, Any]:
+        url = self.nodes[name].api_url + path
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        token = base64.b64encode(f"{self.api_auth[0]}:{self.api_auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw = response.read()
+                return response.status, _maybe_json(raw)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _maybe_json(exc.read())
+        except OSError:
+            return 0, None
+
+    def primaries(self) -> list[str]:
+        """Members whose /primary says 200 right now."""
+        return [name for name in self.nodes if self.api_get(name, "/primary", timeout=1.0)[0] == 200]
+
+    def primary(self) -> str | None:
+        found = self.primaries()
+        return found[0] if len(found) == 1 else None
+
+    def wait_primary(self, timeout: float, exclude: str | None = None) -> str:
+        def probe() -> str | None:
+            name = self.primary()
+            return name if name is not None and name != exclude else None
+
+        return wait_for(probe, timeout, f"a single primary{f' other than {exclude}' if exclude else ''}")
+
+    def streaming_replicas(self, primary: str) -> set[str]:
+        status, body = self.api_get(primary, "/patroni")
+        if status != 200 or not isinstance(body, dict):
+            return set()
+        return {r.get("application_name") for r in body.get("replication") or []
+                if r.get("state") == "streaming"}
+
+    def wait_healthy(self, timeout: float) -> str:
+        """One primary and every other running node streaming from it."""
+        def probe() -> str | None:
+            primary = self.primary()
+            if primary is None:
+                return None
+            running = {n for n, node in self.nodes.items() if node.raftpg_pid() is not None and n != primary}
+            return primary if running <= self.streaming_replicas(primary) else None
+
+        return wait_for(probe, timeout, "a primary with all running members streaming")
+
+    def dsn(self, name: str, dbname: str = "postgres") -> str:
+        return (f"host=127.0.0.1 port={self.nodes[name].ports.pg} user=postgres password=postgres-secret "
+                f"dbname={dbname} connect_timeout=2")
+
+    def dsn_any_primary(self) -> str:
+        hosts = ",".join("127.0.0.1" for _ in self.nodes)
+        ports = ",".join(str(n.ports.pg) for n in self.nodes.values())
+        return (f"host={hosts} port={ports} user=postgres password=postgres-secret dbname=postgres "
+                "connect_timeout=2 target_session_attrs=read-write")
+
+    def pids(self) -> Iterator[tuple[str, int]]:
+        for node in self.nodes.values():
+            for label, pid in (("raftpg", node.raftpg_pid()), ("postgres", node.postmaster_pid())):
+                if pid:
+                    yield f"{node.name}-{label}", pid
+
+
+def _maybe_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

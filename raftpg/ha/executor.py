@@ -1,0 +1,372 @@
+"""Carrying out decide()'s actions against PostgreSQL and Raft, each bounded by a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from raftpg.clock import boottime
+from raftpg.config import Address, DynamicConfig, Settings
+from raftpg.consensus import ConsensusError, RaftNode
+from raftpg.ha.actions import (
+    AcquireLease,
+    Action,
+    Bootstrap,
+    ClearFailover,
+    Clone,
+    Demote,
+    EnsureSlots,
+    Follow,
+    MoveDataAside,
+    Promote,
+    ReleaseLease,
+    RenewLease,
+    Rewind,
+    StartPrimary,
+    StartStandby,
+    Switchover,
+)
+from raftpg.ha.candidates import best_switchover_candidate
+from raftpg.ha.lease import LeaseKeeper
+from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.status import NodeStatus
+from raftpg.ha.views import ClusterView, LocalView, PgRole
+from raftpg.postgres.conf import build_parameters, slot_name_for
+from raftpg.postgres.datadir import DataDirState
+from raftpg.postgres.errors import PostgresError
+from raftpg.postgres.instance import PostgresInstance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalRequest:
+    """An operator request for this node only (restart, reload, reinitialize), from the API."""
+
+    kind: str  # "restart" | "reload" | "reinitialize"
+    role: str | None = None  # restart only if our role is this
+
+
+class Executor:
+    def __init__(self, settings: Settings, raft: RaftNode, pg: PostgresInstance, lease: LeaseKeeper,
+                 config: Callable[[], DynamicConfig]) -> None:
+        self.settings = settings
+        self.raft = raft
+        self.pg = pg
+        self.lease = lease
+        self._config = config
+        self.upstream: str | None = None
+        self.state = "stopped"
+        self.rewind_failed = False
+        self.bootstrap_failed = False
+        self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
+        self.before_demote: Callable[[], None] = lambda: None
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _parameters(self) -> dict[str, str]:
+        return build_parameters(self.settings.postgresql, self._config().parameters)
+
+    def _slow_timeout(self) -> float:
+        """initdb, basebackup, rewind and start may take much longer than a Raft call."""
+        return max(60.0, self._config().ttl * 6)
+
+    def _upstream_address(self, cluster: ClusterView) -> Address | None:
+        if self.upstream is None or self.upstream not in cluster.members:
+            return None
+        return self._address(cluster, self.upstream)
+
+    def _address(self, cluster: ClusterView, member: str) -> Address:
+        view = cluster.members[member]
+        return Address(view.host, view.port)
+
+    async def _start(self, *, standby: bool, upstream: str | None, cluster: ClusterView) -> None:
+        self.state = "starting"
+        address = self._address(cluster, upstream) if upstream is not None else None
+        await self.pg.start(standby=standby, upstream=address,
+                            slot=slot_name_for(self.settings.name) if standby and upstream else None,
+                            parameters=self._parameters(), timeout=self._slow_timeout())
+        self.upstream = upstream if standby else None
+        self.state = "running"
+
+    async def _stop(self, mode: str) -> None:
+        self.state = "stopping"
+        await self.pg.stop(mode, timeout=self._slow_timeout())
+        self.upstream = None
+        self.state = "stopped"
+
+    async def _arm_fence(self) -> None:
+        pid = self.pg.postmaster_pid()
+        if pid is not None:
+            await self.lease.arm_fence(pid)
+
+    # --- actions -----------------------------------------------------------------------------
+    async def carry_out(self, action: Action, local: LocalView, cluster: ClusterView) -> tuple[bool, bool]:
+        """Returns (succeeded, lease changed)."""
+        logger.debug("carrying out %s", action)
+        try:
+            return await self._dispatch(action, local, cluster)
+        except (TimeoutError, PostgresError, ConsensusError, OSError) as exc:
+            logger.error("%s failed: %s", type(action).__name__, exc)
+            if self.state in ("starting", "stopping"):
+                self.state = "stopped"
+            return False, False
+
+    async def _dispatch(self, action: Action, local: LocalView, cluster: ClusterView) -> tuple[bool, bool]:
+        config = self._config()
+        match action:
+            case AcquireLease():
+                ok = await self.lease.acquire(action.expected_version, action.expected_revision, config.ttl,
+                                              bootstrapping=action.bootstrapping, timeout=config.retry_timeout)
+                if not ok:
+                    logger.info("lease compare-and-set lost (version %s changed): not taking over",
+                                action.expected_version)
+                elif local.role is PgRole.PRIMARY:
+                    await self._arm_fence()
+                return ok, True
+            case RenewLease():
+                first = local.lease_deadline is None
+                ok = await self.lease.renew(config.ttl, clear_bootstrapping=action.clear_bootstrapping,
+                                            timeout=config.retry_timeout)
+                if ok and local.role is PgRole.PRIMARY and first:
+                    await self._arm_fence()
+                return ok, first and ok
+            case ReleaseLease():
+                if local.role in (PgRole.PRIMARY, PgRole.UNKNOWN):
+                    self.before_demote()
+                    await self._stop("immediate")
+                await self.lease.disarm_fence()
+                return await self.lease.release(timeout=config.retry_timeout), True
+            case Bootstrap():
+                return await self._bootstrap(action, config), True
+            case Clone():
+                return await self._clone(action, cluster), False
+            case StartPrimary():
+                await self._start(standby=False, upstream=None, cluster=cluster)
+                await self._arm_fence()
+                return True, False
+            case StartStandby():
+                await self._start(standby=True, upstream=action.upstream, cluster=cluster)
+                return True, False
+            case Promote():
+                return await self._promote(action, local, config), False
+            case Demote():
+                self.before_demote()
+                await self._stop("immediate" if action.immediate else "fast")
+                await self.lease.disarm_fence()
+                return True, True
+            case Follow():
+                await self.pg.follow(self._address(cluster, action.upstream), slot_name_for(self.settings.name),
+                                     self._parameters(), timeout=config.retry_timeout)
+                self.upstream = action.upstream
+                return True, False
+            case Rewind():
+                return await self._rewind(action, cluster), False
+            case MoveDataAside():
+                moved = self.pg.move_data_dir_aside()
+                logger.warning("moved the data directory aside to %s (nothing was deleted)", moved)
+                self.rewind_failed = False
+                self.bootstrap_failed = False
+                return True, False
+            case EnsureSlots():
+                await self.pg.ensure_slots(action.members | action.permanent, timeout=config.retry_timeout,
+                                           keep=action.permanent)
+                return True, False
+            case Switchover():
+                return await self._switchover(action.candidate, action.request_id, cluster, config), True
+            case ClearFailover():
+                return await self.raft.clear_failover(action.request_id, timeout=config.retry_timeout), False
+        raise AssertionError(f"no executor for {action!r}")
+
+    async def _bootstrap(self, action: Bootstrap, config: DynamicConfig) -> bool:
+        async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
+            try:
+                if not action.existing_data:
+                    self.state = "initializing new cluster"
+                    await self.pg.initdb(self.settings.bootstrap.initdb, timeout=self._slow_timeout())
+                self.state = "starting"
+                await self.pg.start(standby=False, upstream=None, slot=None, parameters=self._parameters(),
+                                    timeout=self._slow_timeout())
+                await self._arm_fence()
+                await self.pg.bootstrap_roles(timeout=config.retry_timeout)
+                control_sysid = (await self.pg.status(timeout=config.retry_timeout)).system_identifier
+                if control_sysid is None:
+                    raise RuntimeError("could not read the new cluster's system identifier")
+                snap = self.raft.snapshot()
+                if not snap.config:
+                    await self.raft.set_config(self.settings.bootstrap.dcs.to_dict(), snap.config_version,
+                                               timeout=config.retry_timeout)
+                version = self.raft.snapshot().lease.version
+                ok = await self.raft.initialize(self.settings.name, self.lease.instance_id, version,
+                                                str(control_sysid), timeout=config.retry_timeout)
+                if not ok:
+                    raise RuntimeError("the initialize command was refused: we lost the bootstrap claim")
+                self.state = "running"
+                logger.info("bootstrapped cluster %s with system identifier %s", self.settings.scope,
+                            control_sysid)
+                return True
+            except (TimeoutError, PostgresError, ConsensusError, RuntimeError, OSError) as exc:
+                logger.error("bootstrap failed: %s; stopping and giving the claim back", exc)
+                self.bootstrap_failed = True
+                if self.pg.postmaster_pid() is not None:
+                    await self._stop("immediate")
+                await self.lease.disarm_fence()
+                await self.lease.release(timeout=config.retry_timeout)
+                return False
+
+    async def _clone(self, action: Clone, cluster: ClusterView) -> bool:
+        self.state = "creating replica"
+        try:
+            await self.pg.basebackup(self._address(cluster, action.source), timeout=self._slow_timeout(),
+                                     slot=None)
+        except PostgresError as exc:
+            logger.error("basebackup from %s failed: %s", action.source, exc)
+            if self.pg.data_dir_state() is DataDirState.INVALID:
+                self.pg.move_data_dir_aside()
+            self.state = "stopped"
+            return False
+        self.state = "stopped"
+        return True
+
+    async def _rewind(self, action: Rewind, cluster: ClusterView) -> bool:
+        self.state = "rewinding"
+        result = await self.pg.rewind(self._address(cluster, action.source), timeout=self._slow_timeout())
+        self.state = "stopped"
+        if not result.ok:
+            logger.error("pg_rewind from %s failed: %s", action.source, result.output[-2000:])
+            self.rewind_failed = True
+            return False
+        logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
+        return True
+
+    async def _promote(self, action: Promote, local: LocalView, config: DynamicConfig) -> bool:
+        await self._arm_fence()
+        old_timeline = local.timeline
+        await self.pg.promote(timeout=self._slow_timeout())
+        self.upstream = None
+        entry = {"request_id": uuid.uuid4().hex, "timeline": old_timeline, "lsn": local.replay_lsn,
+                 "reason": action.reason, "time": time.time(), "leader": self.settings.name}
+        version = self.raft.snapshot().lease.version
+        try:
+            await self.raft.append_history(self.settings.name, self.lease.instance_id, version, entry,
+                                           timeout=config.retry_timeout)
+        except ConsensusError as exc:
+            logger.warning("could not record the promotion in the history: %s", exc)
+        logger.info("promoted: now primary (was timeline %s)", old_timeline)
+        return True
+
+    async def _switchover(self, candidate: str, request_id: str, cluster: ClusterView,
+                          config: DynamicConfig) -> bool:
+        """DESIGN rule 4: stop, check the candidate has our shutdown checkpoint, hand over."""
+        target = cluster.members[candidate]
+        async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
+            self.before_demote()
+            logger.info("switchover to %s: stopping PostgreSQL (fast)", candidate)
+            await self._stop("fast")
+            control = await self.pg.controldata(timeout=config.retry_timeout)
+            lsn = control.checkpoint_lsn
+            caught_up = await self._wait_received(target.name, cluster, lsn, timeout=max(5.0, config.ttl))
+            if not caught_up:
+                logger.error("switchover to %s aborted: it did not receive our shutdown checkpoint %s; "
+                             "restarting as primary", candidate, lsn)
+                await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
+                await self._start(standby=False, upstream=None, cluster=cluster)
+                await self._arm_fence()
+                return False
+            version = self.raft.snapshot().lease.version
+            ok = await self.raft.handover_lease(self.settings.name, self.lease.instance_id, version, candidate,
+                                                target.instance_id, lsn, timeout=config.retry_timeout)
+        if ok:
+            self.lease.forget()
+            await self.lease.disarm_fence()
+            await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
+            logger.info("switchover: lease handed to %s at LSN %s", candidate, lsn)
+        return ok
+
+    async def _wait_received(self, candidate: str, cluster: ClusterView, lsn: int, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        member = cluster.members[candidate]
+        async with aiohttp.ClientSession() as session:
+            while asyncio.get_running_loop().time() < deadline:
+                positions = await fetch_peer_positions(session, [member], timeout=1.0)
+                position = positions[candidate]
+                if position.reachable and position.lsn is not None and position.lsn >= lsn:
+                    return True
+                await asyncio.sleep(0.05)
+        return False
+
+    async def serve_requests(self, local: LocalView, cluster: ClusterView) -> None:
+        while self.requests:
+            request, done = self.requests.pop(0)
+            message = await self._serve(request, local, cluster)
+            if done is not None and not done.done():
+                done.set_result(message)
+
+    async def _serve(self, request: LocalRequest, local: LocalView, cluster: ClusterView) -> str:
+        config = self._config()
+        try:
+            if request.kind == "reload":
+                await self.pg.reload(parameters=self._parameters(), upstream=self._upstream_address(cluster),
+                                     slot=slot_name_for(self.settings.name) if self.upstream else None,
+                                     timeout=config.retry_timeout)
+            elif request.kind == "restart":
+                if request.role is not None and local.role.value != request.role:
+                    return f"not restarted: role is {local.role.value}"
+                if local.role is PgRole.PRIMARY and self.lease.holds(local.now):
+                    async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
+                        await self._stop("fast")
+                        await self._start(standby=False, upstream=None, cluster=cluster)
+                        await self._arm_fence()
+                elif local.role is PgRole.REPLICA:
+                    upstream = self.upstream
+                    await self._stop("fast")
+                    await self._start(standby=True, upstream=upstream, cluster=cluster)
+            elif request.kind == "reinitialize" and local.role is not PgRole.PRIMARY:
+                if self.pg.postmaster_pid() is not None:
+                    await self._stop("immediate")
+                moved = self.pg.move_data_dir_aside()
+                logger.warning("reinitialize: moved the data directory aside to %s; re-cloning", moved)
+        except (TimeoutError, PostgresError, OSError) as exc:
+            logger.error("%s failed: %s", request.kind, exc)
+            return f"{request.kind} failed: {exc}"
+        return f"{request.kind} done"
+
+    async def shutdown(self, status: NodeStatus, cluster: ClusterView, timeout: float,
+                       before_demote: Callable[[], None]) -> None:
+        """Clean stop: a primary hands over (rule 4) or stops and releases; a replica just stops."""
+        config = self._config()
+        local_name = self.settings.name
+        holds = self.lease.holds(boottime()) and status.role == "primary"
+        if holds:
+            fake_local = _shutdown_local(status, local_name, self.lease.instance_id)
+            candidate = best_switchover_candidate(cluster, fake_local, None)
+            handed = False
+            if candidate is not None:
+                try:
+                    handed = await asyncio.wait_for(
+                        self._switchover(candidate, "shutdown", cluster, config), timeout=timeout)
+                except (TimeoutError, PostgresError, ConsensusError, OSError) as exc:
+                    logger.error("hand-over on shutdown failed: %s", exc)
+            if not handed:
+                before_demote()
+                if self.pg.postmaster_pid() is not None:
+                    await self._stop("fast")
+                await self.lease.disarm_fence()
+                try:
+                    await self.lease.release(timeout=config.retry_timeout)
+                except ConsensusError as exc:
+                    logger.warning("could not release the lease on shutdown: %s", exc)
+        elif self.pg.postmaster_pid() is not None:
+            await self._stop("fast")
+        await self.lease.disarm_fence()
+
+
+def _shutdown_local(status: NodeStatus, name: str, instance_id: str) -> LocalView:
+    """Enough of a local view to pick the best hand-over candidate."""
+    return LocalView(name=name, instance_id=instance_id, now=0.0, wall_now=time.time(), tags=status.tags,
+                     data_dir=DataDirState.INITIALIZED, role=PgRole.PRIMARY)

@@ -1,0 +1,329 @@
+"""The HA loop: gather views, publish our status, decide(), carry out the actions.
+
+One cycle every loop_wait, and at once when something happens that decide() must see: the
+lease of another member reaching its expiry time, a change in the Raft state (switchover
+request, lease handed to us), an action that changed the lease, an operator request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+
+from raftpg import __version__
+from raftpg.clock import boottime
+from raftpg.config import ConfigError, DynamicConfig, Settings
+from raftpg.consensus import ConsensusError, RaftNode, Snapshot
+from raftpg.ha.actions import Action, Idle
+from raftpg.ha.decide import decide
+from raftpg.ha.executor import Executor, LocalRequest
+from raftpg.ha.lease import LeaseKeeper, fence_margin
+from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.status import NodeStatus, ReplicationInfo
+from raftpg.ha.views import (
+    ClusterView,
+    FailoverRequest,
+    LeaseView,
+    LocalView,
+    MemberView,
+    PgRole,
+    SyncState,
+)
+from raftpg.postgres.controldata import ControlData
+from raftpg.postgres.datadir import DataDirState
+from raftpg.postgres.fence import FenceClient
+from raftpg.postgres.instance import PostgresInstance
+from raftpg.postgres.status import PgStatus
+
+logger = logging.getLogger(__name__)
+
+
+class HaLoop:
+    def __init__(self, settings: Settings, raft: RaftNode, pg: PostgresInstance, fence: FenceClient) -> None:
+        self.settings = settings
+        self.raft = raft
+        self.pg = pg
+        self.instance_id = uuid.uuid4().hex
+        self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id)
+        self.executor = Executor(settings, raft, pg, self.lease, self.config)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._pg_down_since: float | None = None
+        self._last_decision = ""
+        self._status = NodeStatus(name=settings.name, scope=settings.scope, role="unknown", state="starting",
+                                  tags=settings.tags)
+        self._http: aiohttp.ClientSession | None = None
+        self.cycles = 0
+        self._scheduled_restart: float | None = None
+
+    # --- what the API reads ------------------------------------------------------------------
+    def status(self) -> NodeStatus:
+        return self._status
+
+    def wake(self) -> None:
+        """Thread-safe enough: only ever called on the loop (Raft's on_change is bridged there)."""
+        self._wake.set()
+
+    def submit(self, request: LocalRequest, done: asyncio.Future[str]) -> None:
+        self.executor.requests.append((request, done))
+        self.wake()
+
+    def schedule_restart(self, at_wall: float) -> None:
+        self._scheduled_restart = at_wall
+        self.wake()
+
+    def cancel_scheduled_restart(self) -> bool:
+        had = self._scheduled_restart is not None
+        self._scheduled_restart = None
+        return had
+
+    def config(self) -> DynamicConfig:
+        raw = self.raft.snapshot().config
+        if not raw:
+            return self.settings.bootstrap.dcs
+        try:
+            return DynamicConfig.from_dict(raw)
+        except ConfigError as exc:
+            logger.error("dynamic configuration in Raft is invalid (%s); using the bootstrap one", exc)
+            return self.settings.bootstrap.dcs
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._http = aiohttp.ClientSession()
+        try:
+            while not self._stopping:
+                if not self.raft.tick_thread_alive():
+                    raise RuntimeError("the Raft tick thread died: stopping (the fence takes over)")
+                started = boottime()
+                try:
+                    again = await self.cycle()
+                except (TimeoutError, ConsensusError, OSError) as exc:
+                    logger.warning("HA cycle failed: %s", exc)
+                    again = False
+                self.cycles += 1
+                if not again:
+                    await self._sleep(started)
+        finally:
+            await self._http.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _sleep(self, started: float) -> None:
+        config = self.config()
+        delay = max(0.0, started + config.loop_wait - boottime())
+        lease = self.raft.snapshot().lease
+        if lease.holder is not None and lease.holder != self.settings.name:
+            until_expiry = lease.expires_at() - boottime() + 0.01
+            if until_expiry > 0:
+                delay = min(delay, until_expiry)
+        self._wake.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def cycle(self) -> bool:
+        """One HA cycle. Returns True when the next one should run at once."""
+        config = self.config()
+        snap = self.raft.snapshot()
+        pg_status = await self.pg.status(timeout=config.retry_timeout)
+        control = None if pg_status.running else await self._controldata(config)
+        now = boottime()
+        local = self._local_view(snap, config, pg_status, control, now)
+        cluster = self._cluster_view(snap, config, now)
+        await self._publish(local, pg_status, config)
+        if (cluster.lease.free or cluster.lease.expired) and cluster.system_identifier is not None \
+                and local.role is PgRole.REPLICA and not self.lease.holds(now):
+            others = [m for m in cluster.members.values() if m.name != local.name]
+            assert self._http is not None
+            peers = await fetch_peer_positions(self._http, others, timeout=min(2.0, config.retry_timeout))
+            cluster = replace(cluster, peers=MappingProxyType(peers))
+        if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
+            self._scheduled_restart = None
+            self.executor.requests.append((LocalRequest("restart"), None))
+        await self.executor.serve_requests(local, cluster)
+        actions = decide(cluster, local)
+        self._log_decision(actions)
+        again = False
+        for action in actions:
+            if isinstance(action, Idle):
+                continue
+            ok, lease_changed = await self.executor.carry_out(action, local, cluster)
+            again = again or lease_changed
+            if not ok:
+                break
+        self._status = self._build_status(local, pg_status, cluster, config, actions)
+        return again
+
+    async def _controldata(self, config: DynamicConfig) -> ControlData | None:
+        if self.pg.data_dir_state() is not DataDirState.INITIALIZED:
+            return None
+        try:
+            return await self.pg.controldata(timeout=config.retry_timeout)
+        except (TimeoutError, OSError, RuntimeError) as exc:
+            logger.warning("pg_controldata failed: %s", exc)
+            return None
+
+    def _log_decision(self, actions: list[Action]) -> None:
+        text = "; ".join(f"{type(a).__name__}: {a.reason}" for a in actions)
+        if text != self._last_decision:
+            warn = any(isinstance(a, Idle) and a.warning for a in actions)
+            lease = self.raft.snapshot().lease
+            status = self.raft.raft_status()
+            logger.log(logging.WARNING if warn else logging.INFO, "decided [term %s, lease v%s %s]: %s",
+                       status.term, lease.version, lease.holder, text)
+            self._last_decision = text
+
+    # --- views -------------------------------------------------------------------------------
+    def _local_view(self, snap: Snapshot, config: DynamicConfig, pg: PgStatus, control: ControlData | None,
+                    now: float) -> LocalView:
+        data_dir = self.pg.data_dir_state()
+        if pg.running:
+            role = PgRole.REPLICA if pg.in_recovery else PgRole.PRIMARY
+        elif self.pg.postmaster_pid() is not None:
+            role = PgRole.UNKNOWN
+        else:
+            role = PgRole.STOPPED
+        holder = snap.lease.holder == self.settings.name and snap.lease.instance_id == self.instance_id
+        if role is PgRole.PRIMARY or not holder:
+            self._pg_down_since = None
+        elif self._pg_down_since is None:
+            self._pg_down_since = now
+        was_primary = control is not None and control.cluster_state in ("in production", "shut down")
+        return LocalView(
+            name=self.settings.name,
+            instance_id=self.instance_id,
+            now=now,
+            wall_now=time.time(),
+            tags=self.settings.tags,
+            data_dir=data_dir,
+            role=role,
+            system_identifier=_sysid(pg, control),
+            timeline=pg.timeline if pg.running else (control.timeline if control else None),
+            lsn=pg.lsn,
+            replay_lsn=pg.replay_lsn,
+            upstream=self.executor.upstream,
+            streaming=pg.streaming,
+            was_primary=was_primary,
+            lease_deadline=self.lease.deadline,
+            pg_down_since=self._pg_down_since,
+            rewind_failed=self.executor.rewind_failed,
+            bootstrap_failed=self.executor.bootstrap_failed,
+        )
+
+    def _cluster_view(self, snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
+        lease = snap.lease
+        members = {
+            name: MemberView.from_record(name, record,
+                                         fresh=now - snap.member_applied_at.get(name, 0.0) < config.ttl)
+            for name, record in snap.members.items()
+        }
+        return ClusterView(
+            system_identifier=snap.initialize,
+            lease=LeaseView(
+                holder=lease.holder,
+                instance_id=lease.instance_id,
+                version=lease.version,
+                revision=lease.revision,
+                ttl=lease.ttl,
+                expired=lease.expired(now),
+                bootstrapping=lease.bootstrapping,
+                lsn_at_handover=lease.lsn_at_handover,
+            ),
+            members=MappingProxyType(members),
+            config=config,
+            failover=FailoverRequest.from_record(snap.failover) if snap.failover else None,
+            sync=SyncState.from_record(snap.sync or {}),
+        )
+
+    async def _publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
+        record = self.member_record(local, pg)
+        try:
+            await self.raft.publish_member(self.settings.name, record, timeout=config.retry_timeout)
+        except ConsensusError as exc:
+            logger.warning("could not publish our member status: %s", exc)
+
+    def member_record(self, local: LocalView, pg: PgStatus) -> dict[str, Any]:
+        s = self.settings
+        role = {PgRole.PRIMARY: "primary", PgRole.REPLICA: "replica"}.get(local.role, "unknown")
+        return {
+            "instance_id": self.instance_id,
+            "raft_addr": str(s.raft.self_addr),
+            "api_url": s.restapi.url,
+            "host": s.postgresql.connect_address.host,
+            "port": s.postgresql.connect_address.port,
+            "role": role,
+            "state": self.executor.state if not pg.running else "running",
+            "timeline": local.timeline,
+            "lsn": local.lsn,
+            "receive_lsn": pg.receive_lsn,
+            "replay_lsn": pg.replay_lsn,
+            "upstream": local.upstream if local.role is PgRole.REPLICA else None,
+            "tags": s.tags.to_dict(),
+            "version": __version__,
+            "pending_restart": pg.pending_restart,
+            "server_version": pg.server_version,
+            "updated": time.time(),
+        }
+
+    def _build_status(self, local: LocalView, pg: PgStatus, cluster: ClusterView, config: DynamicConfig,
+                      actions: list[Action]) -> NodeStatus:
+        role = {PgRole.PRIMARY: "primary", PgRole.REPLICA: "replica"}.get(local.role, "unknown")
+        if cluster.system_identifier is None and not pg.running:
+            role = "uninitialized"
+        sync = cluster.sync
+        return NodeStatus(
+            name=self.settings.name,
+            scope=self.settings.scope,
+            role=role,
+            state="running" if pg.running else self.executor.state,
+            tags=self.settings.tags,
+            pg_running=pg.running,
+            in_recovery=pg.in_recovery,
+            timeline=local.timeline,
+            server_version=pg.server_version,
+            system_identifier=local.system_identifier,
+            wal_lsn=pg.lsn if local.role is PgRole.PRIMARY else None,
+            receive_lsn=pg.receive_lsn,
+            replay_lsn=pg.replay_lsn,
+            upstream=local.upstream,
+            streaming=pg.streaming,
+            replication=tuple(
+                ReplicationInfo(r.application_name, None, r.state, r.sync_state, r.write_lsn,
+                                r.flush_lsn, r.replay_lsn) for r in pg.replication
+            ),
+            pending_restart=pg.pending_restart,
+            paused=config.pause,
+            lease_holder=cluster.lease.holder,
+            lease_version=cluster.lease.version,
+            lease_deadline=self.lease.deadline if self.lease.holds(boottime()) else None,
+            lease_margin=fence_margin(config.ttl),
+            sync_standby=self.settings.name in sync.members and config.synchronous_mode == "on",
+            quorum_standby=self.settings.name in sync.members and config.synchronous_mode == "quorum",
+            updated_at=boottime(),
+            last_decision=self._last_decision,
+        )
+
+    def invalidate_primary_status(self) -> None:
+        """Called before a demotion starts: /primary must say 503 from this instant."""
+        self._status = replace(self._status, lease_deadline=None, role="demoting")
+
+    async def shutdown(self, handover_timeout: float) -> None:
+        """Clean stop (rule 4): hand the lease to the best replica, or stop and release."""
+        await self.executor.shutdown(self._status, self._cluster_view(self.raft.snapshot(), self.config(),
+                                                                       boottime()), handover_timeout,
+                                     self.invalidate_primary_status)
+
+
+def _sysid(pg: PgStatus, control: ControlData | None) -> str | None:
+    if pg.system_identifier is not None:
+        return str(pg.system_identifier)
+    return str(control.system_identifier) if control is not None else None

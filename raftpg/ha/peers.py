@@ -1,0 +1,57 @@
+"""Asking the other members how far they are, over their REST APIs (as Patroni does in a race).
+
+The Raft member records may be up to loop_wait old; a leader race must compare live positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aiohttp
+
+from raftpg.ha.views import MemberView, PeerPosition
+
+logger = logging.getLogger(__name__)
+
+
+async def fetch_peer_positions(
+    session: aiohttp.ClientSession, members: Iterable[MemberView], timeout: float
+) -> dict[str, PeerPosition]:
+    targets = [m for m in members if m.api_url]
+    answers = await asyncio.gather(*(_ask(session, m, timeout) for m in targets))
+    return {p.name: p for p in answers}
+
+
+async def _ask(session: aiohttp.ClientSession, member: MemberView, timeout: float) -> PeerPosition:
+    try:
+        async with session.get(f"{member.api_url}/patroni",
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            body = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        logger.debug("peer %s unreachable: %s", member.name, exc)
+        return PeerPosition(name=member.name, reachable=False)
+    return peer_position_from_status(member.name, body)
+
+
+def peer_position_from_status(name: str, body: Mapping[str, Any]) -> PeerPosition:
+    xlog = body.get("xlog") or {}
+    tags = body.get("tags") or {}
+    role = str(body.get("role", "unknown"))
+    running = body.get("state") == "running"
+    if role == "primary" and running:
+        lsn = xlog.get("location")
+    else:
+        positions = [v for v in (xlog.get("received_location"), xlog.get("replayed_location")) if v is not None]
+        lsn = max(positions) if positions else None
+    return PeerPosition(
+        name=name,
+        reachable=True,
+        role=role if running else "stopped",
+        lsn=int(lsn) if lsn is not None and running else None,
+        timeline=body.get("timeline"),
+        nofailover=bool(tags.get("nofailover", False)),
+        failover_priority=int(tags.get("failover_priority", 1)),
+    )

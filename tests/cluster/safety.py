@@ -1,0 +1,164 @@
+"""DESIGN.md's safety checker: acknowledged writes, per-node probes, timelines.
+
+A Writer records every acknowledged INSERT through the read-write conninfo. A Prober per node
+connects to that node directly and records the [start, end] interval of each acknowledged probe
+INSERT. Violations: an acknowledged write missing at the end; acknowledged probes on two different
+nodes whose intervals overlap (two writable primaries at once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+
+def setup_tables(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY, node int)")
+        conn.execute("CREATE TABLE IF NOT EXISTS probes (node int, seq bigint, PRIMARY KEY (node, seq))")
+
+
+@dataclass
+class Writer(threading.Thread):
+    dsn: str
+    rate: float = 100.0
+    first_id: int = 1
+    acked: list[tuple[int, float, int]] = field(default_factory=list)  # id, ack time, server port
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        next_id = self.first_id
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
+                    conn.execute("SET statement_timeout = '3s'")
+                    port = conn.execute("SELECT inet_server_port()").fetchone()[0]  # type: ignore[index]
+                conn.execute("INSERT INTO acked (id, node) VALUES (%s, %s)", (next_id, port))
+                self.acked.append((next_id, time.monotonic(), port))
+                next_id += 1
+            except psycopg.Error:
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                next_id += 1  # an unknown outcome: never reuse the id
+                time.sleep(0.02)
+            time.sleep(1.0 / self.rate)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=15)
+
+    def max_gap(self, after: float) -> float:
+        """Longest time between two acknowledgements after `after` (write-unavailability)."""
+        times = [t for _, t, _ in self.acked if t >= after]
+        if len(times) < 2:
+            return float("inf")
+        return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+@dataclass
+class Prober(threading.Thread):
+    """Writes to one node directly; an acknowledged probe means that node was a writable primary."""
+
+    dsn: str
+    node_port: int
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        seq = 0
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=1)
+                    conn.execute("SET statement_timeout = '2s'")
+                seq += 1
+                start = time.monotonic()
+                conn.execute("INSERT INTO probes (node, seq) VALUES (%s, %s)", (self.node_port, seq))
+                self.intervals.append((start, time.monotonic()))
+            except psycopg.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=15)
+
+
+def overlapping_probes(probers: list[Prober]) -> list[str]:
+    problems = []
+    for i, a in enumerate(probers):
+        for b in probers[i + 1:]:
+            for a_start, a_end in a.intervals:
+                for b_start, b_end in b.intervals:
+                    if a_start < b_end and b_start < a_end:
+                        problems.append(f"ports {a.node_port} and {b.node_port} both acknowledged writes "
+                                        f"at {max(a_start, b_start):.3f}")
+                        break
+    return problems
+
+
+def missing_writes(dsn: str, writer: Writer) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        present = {row[0] for row in conn.execute("SELECT id FROM acked")}
+    return [i for i, _, _ in writer.acked if i not in present]
+
+
+class SafetyChecker:
+    """Runs a writer and one prober per node for the duration of a fault."""
+
+    def __init__(self, cluster: object, rate: float = 100.0) -> None:
+        from raftpg.cli.launcher import LocalCluster
+
+        assert isinstance(cluster, LocalCluster)
+        self.cluster = cluster
+        setup_tables(cluster.dsn_any_primary())
+        with psycopg.connect(cluster.dsn_any_primary(), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM acked").fetchone()
+        first = int(row[0]) + 1 if row else 1
+        self.writer = Writer(cluster.dsn_any_primary(), rate=rate, first_id=first)
+        self.probers = [Prober(cluster.dsn(name), node.ports.pg) for name, node in cluster.nodes.items()]
+
+    def __enter__(self) -> SafetyChecker:
+        self.writer.start()
+        for prober in self.probers:
+            prober.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.writer.stop()
+        for prober in self.probers:
+            prober.stop()
+
+    def verify(self) -> None:
+        """Assert no acknowledged write is lost and no two nodes acknowledged probes at once."""
+        self.stop()
+        assert self.writer.acked, "the writer never got an acknowledgement"
+        lost = missing_writes(self.cluster.dsn_any_primary(), self.writer)
+        assert lost == [], f"{len(lost)} acknowledged writes lost: {lost[:20]}"
+        overlaps = overlapping_probes(self.probers)
+        assert overlaps == [], f"two writable primaries: {overlaps[:5]}"

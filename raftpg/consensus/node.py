@@ -1,0 +1,574 @@
+"""RaftNode: the embedded Raft replica, callable from asyncio.
+
+pysyncobj runs its own tick thread. Commands are proposed with a callback that completes an
+asyncio future through call_soon_threadsafe; nothing here blocks the event loop on Raft.
+
+Outcomes (DESIGN "pysyncobj settings"): MISSING_LEADER / NOT_LEADER mean the command was never
+appended, so it is proposed again until the timeout (then NoQuorum). LEADER_CHANGED, DISCARDED,
+UNKNOWN_OUTCOME, QUEUE_FULL and our own timeout leave the outcome unknown: the local replica is
+re-read (polling while time remains) and the command's request id or its condition decides; if
+that cannot tell, OutcomeUnknown is raised. Nothing is ever re-proposed after an unknown outcome.
+That is why every command takes `timeout` itself: the remaining time also bounds the re-read,
+which cancelling the call from outside (asyncio.timeout) could not do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import struct
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjException
+
+from raftpg.clock import boottime
+from raftpg.consensus import state as st
+from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
+from raftpg.consensus.machine import StateMachine, copy_state
+from raftpg.consensus.model import Lease, RaftStatus, Snapshot
+from raftpg.consensus.outcome import Resolver, resolver_for
+from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE, build_conf, derive_key, validate_timings
+
+logger = logging.getLogger(__name__)
+
+_STOPPED = -1  # error code given to futures still pending when the node stops
+_NOT_PROPOSED = -2  # pysyncobj refused to take the command at all (see _propose)
+_RETRY = frozenset({FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, _NOT_PROPOSED})
+_BACKOFF_FIRST = 0.02
+_BACKOFF_MAX = 0.2
+_RESOLVE_POLL = 0.02
+_FILE_MODE_CHECK_EVERY = 2.0
+_JOURNAL_END_OFFSET = 36  # pysyncobj FileJournal header: name(24) + version(8) + format(4)
+
+_Reply = tuple[Any, int]
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _plain(value: Any, what: str) -> Any:
+    """JSON primitives only may enter the log (see state.py)."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be plain JSON data: {e}") from e
+
+
+def _settle(fut: asyncio.Future[_Reply], result: Any, error: int) -> None:
+    if not fut.done():
+        fut.set_result((result, error))
+
+
+class RaftNode:
+    """One Raft replica of the cluster state. Single use: start() once, stop() once."""
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        self_addr: str,
+        partner_addrs: Sequence[str],
+        data_dir: Path,
+        password: str,
+        timings: Mapping[str, float],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        derive_key(scope, password)  # fail early on a missing password or bad scope
+        self._scope = scope
+        self._self_addr = self_addr
+        self._partner_addrs = [addr for addr in partner_addrs if addr != self_addr]
+        self._data_dir = Path(data_dir)
+        self._password = password
+        self._timings = validate_timings(timings)
+        self._on_change = on_change
+        self._machine = StateMachine(boottime, self._schedule_change)
+        self._syncobj: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self._change_pending = False
+        self._pending: set[asyncio.Future[_Reply]] = set()
+        self._modes_checked_at = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Create the replica. The SyncObj is built on the loop's thread on purpose: pysyncobj's
+        tick thread stops when the thread that created it ends. That costs ~20-50 ms once
+        (key derivation, journal load, bind)."""
+        if self._syncobj is not None or self._stopped:
+            raise ConsensusError("RaftNode.start() called twice")
+        self._loop = asyncio.get_running_loop()
+        self._prepare_data_dir()
+        conf = build_conf(
+            scope=self._scope,
+            password=self._password,
+            self_addr=self._self_addr,
+            data_dir=self._data_dir,
+            timings=self._timings,
+        )
+        try:
+            obj = SyncObj(self._self_addr, self._partner_addrs, conf, consumers=[self._machine])
+        except Exception as e:
+            raise ConsensusError(f"cannot start Raft replica on {self._self_addr}: {e}") from e
+        try:
+            obj.waitBinded()
+        except SyncObjException as e:
+            obj._doDestroy()
+            raise ConsensusError(
+                f"cannot bind Raft address {self._self_addr}: port in use or address not on this host"
+            ) from e
+        obj.addOnTickCallback(self._guard_file_modes)
+        self._syncobj = obj
+        logger.info(
+            "Raft replica started on %s with partners %s (data in %s)",
+            self._self_addr, ", ".join(self._partner_addrs) or "none", self._data_dir,
+        )
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Destroy the replica and wait (bounded) for its tick thread to end."""
+        if self._stopped:
+            return
+        self._stopped = True
+        obj = self._syncobj
+        if obj is not None:
+            obj.destroy()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while obj.tick_thread_alive() and loop.time() < deadline:  # noqa: ASYNC110 (a thread)
+                await asyncio.sleep(0.01)
+            if obj.tick_thread_alive():
+                logger.warning("Raft tick thread did not stop within %.1fs", timeout)
+            self._fix_file_modes()
+        for fut in list(self._pending):
+            _settle(fut, None, _STOPPED)
+        logger.info("Raft replica on %s stopped", self._self_addr)
+
+    def tick_thread_alive(self) -> bool:
+        return bool(self._syncobj is not None and self._syncobj.tick_thread_alive())
+
+    def request_compaction(self) -> None:
+        """Write the full dump and truncate the journal at the next tick."""
+        self._require().forceLogCompaction()
+
+    # ----------------------------------------------------------------- reads
+
+    def snapshot(self) -> Snapshot:
+        published = self._machine.published
+        state = copy_state(published.state)
+        lease = state["lease"]
+        return Snapshot(
+            scope=state["cluster"]["scope"],
+            initialize=state["initialize"],
+            lease=Lease(
+                holder=lease["holder"],
+                instance_id=lease["instance_id"],
+                version=lease["version"],
+                revision=lease["revision"],
+                ttl=lease["ttl"],
+                lsn_at_handover=lease["lsn_at_handover"],
+                bootstrapping=lease["bootstrapping"],
+                applied_at=published.lease_applied_at,
+            ),
+            members=state["members"],
+            member_applied_at=dict(published.member_applied_at),
+            config=state["config"],
+            config_version=state["config_version"],
+            failover=state["failover"],
+            sync=state["sync"],
+            history=tuple(state["history"]),
+            last_applied=self._syncobj.raftLastApplied if self._syncobj is not None else 0,
+        )
+
+    def raft_status(self) -> RaftStatus:
+        obj = self._require(allow_stopped=True)
+        status: dict[str, Any] = {}
+        for _ in range(5):
+            try:  # getStatus iterates sets the tick thread may be resizing
+                status = obj.getStatus()
+                break
+            except RuntimeError:
+                continue
+        prefix = "partner_node_status_server_"
+        leader = status.get("leader")
+        return RaftStatus(
+            self_addr=self._self_addr,
+            leader=str(leader) if leader is not None else None,
+            is_leader=status.get("state") == 2,
+            term=int(status.get("raft_term", 0)),
+            commit_index=int(status.get("commit_idx", 0)),
+            last_applied=int(status.get("last_applied", 0)),
+            has_quorum=bool(status.get("has_quorum", False)),
+            partners={
+                key[len(prefix):]: value == 2 for key, value in status.items() if key.startswith(prefix)
+            },
+            tick_thread_alive=obj.tick_thread_alive(),
+            journal_bytes=self._journal_bytes(),
+            log_len=int(status.get("log_len", 0)),
+        )
+
+    # ----------------------------------------------------------------- commands
+
+    async def barrier(self, timeout: float) -> None:
+        """Return once a no-op proposed now has committed and been applied here (DESIGN start-up
+        barrier). Every no-op is harmless, so a lost one is simply proposed again."""
+        loop = self._require_loop()
+        deadline = loop.time() + timeout
+        proposed: list[str] = []
+        backoff = _BACKOFF_FIRST
+        while True:
+            if not self._machine.published.noop_ids.isdisjoint(proposed):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NoQuorum(f"barrier: no no-op committed within {timeout:.1f}s")
+            request_id = _request_id()
+            proposed.append(request_id)
+            try:
+                _, error = await asyncio.wait_for(
+                    self._propose(st.make_command("noop", request_id=request_id)), remaining
+                )
+            except TimeoutError:
+                continue
+            if error == FAIL_REASON.SUCCESS:
+                return
+            if error == _STOPPED:
+                raise ConsensusError("Raft replica stopped")
+            await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def ensure_cluster(self, *, timeout: float) -> bool:
+        """Record this cluster's scope in the log; False if the log belongs to another scope."""
+        return await self._submit(st.make_command("ensure_cluster", scope=self._scope), timeout)
+
+    async def acquire_lease(
+        self,
+        name: str,
+        instance_id: str,
+        expected_version: int,
+        expected_revision: int,
+        ttl: float,
+        *,
+        bootstrapping: bool = False,
+        timeout: float,
+    ) -> bool:
+        command = st.make_command(
+            "acquire_lease",
+            name=name,
+            instance_id=instance_id,
+            expected_version=expected_version,
+            expected_revision=expected_revision,
+            ttl=float(ttl),
+            bootstrapping=bootstrapping,
+            request_id=_request_id(),
+            wall_time=time.time(),
+        )
+        return await self._submit(command, timeout)
+
+    async def renew_lease(
+        self, name: str, instance_id: str, version: int, ttl: float, *, bootstrapping: bool = False,
+        timeout: float,
+    ) -> bool:
+        command = st.make_command(
+            "renew_lease",
+            name=name,
+            instance_id=instance_id,
+            version=version,
+            ttl=float(ttl),
+            request_id=_request_id(),
+            bootstrapping=bootstrapping,
+        )
+        return await self._submit(command, timeout)
+
+    async def release_lease(self, name: str, instance_id: str, version: int, *, timeout: float) -> bool:
+        command = st.make_command(
+            "release_lease", name=name, instance_id=instance_id, version=version, request_id=_request_id()
+        )
+        return await self._submit(command, timeout)
+
+    async def handover_lease(
+        self,
+        name: str,
+        instance_id: str,
+        version: int,
+        to_name: str,
+        to_instance_id: str,
+        lsn: int | None,
+        *,
+        timeout: float,
+    ) -> bool:
+        command = st.make_command(
+            "handover_lease",
+            name=name,
+            instance_id=instance_id,
+            version=version,
+            to_name=to_name,
+            to_instance_id=to_instance_id,
+            lsn=lsn,
+            request_id=_request_id(),
+        )
+        return await self._submit(command, timeout)
+
+    async def publish_member(self, name: str, record: Mapping[str, Any], *, timeout: float) -> None:
+        command = st.make_command("publish_member", name=name, record=_plain(dict(record), "member record"))
+        if not await self._submit(command, timeout):
+            raise ConsensusError(f"member record for {name!r} was rejected")
+
+    async def remove_member(self, name: str, *, timeout: float) -> None:
+        await self._submit(st.make_command("remove_member", name=name), timeout)
+
+    async def set_config(
+        self, config: Mapping[str, Any], expected_version: int | None, *, timeout: float
+    ) -> bool:
+        command = st.make_command(
+            "set_config", config=_plain(dict(config), "config"), expected_version=expected_version
+        )
+        return await self._submit(command, timeout)
+
+    async def initialize(
+        self, name: str, instance_id: str, version: int, sysid: str, *, timeout: float
+    ) -> bool:
+        command = st.make_command(
+            "initialize", name=name, instance_id=instance_id, version=version, sysid=sysid
+        )
+        return await self._submit(command, timeout)
+
+    async def set_sync(
+        self, name: str, instance_id: str, version: int, sync: Mapping[str, Any], *, timeout: float
+    ) -> bool:
+        command = st.make_command(
+            "set_sync", name=name, instance_id=instance_id, version=version, sync=_plain(dict(sync), "sync")
+        )
+        return await self._submit(command, timeout)
+
+    async def append_history(
+        self, name: str, instance_id: str, version: int, entry: Mapping[str, Any], *, timeout: float
+    ) -> bool:
+        """The entry gets a request_id unless it has one, so a retry never appends twice."""
+        plain = _plain(dict(entry), "history entry")
+        plain.setdefault("request_id", _request_id())
+        command = st.make_command(
+            "append_history", name=name, instance_id=instance_id, version=version, entry=plain
+        )
+        return await self._submit(command, timeout)
+
+    async def set_failover(self, request: Mapping[str, Any] | None, *, timeout: float) -> bool:
+        """Set the pending failover/switchover request (None drops it). A request_id is added if
+        missing; clear_failover(request_id) later removes exactly this request."""
+        plain = None
+        if request is not None:
+            plain = _plain(dict(request), "failover request")
+            plain.setdefault("request_id", _request_id())
+        return await self._submit(st.make_command("set_failover", request=plain), timeout)
+
+    async def clear_failover(self, request_id: str, *, timeout: float) -> bool:
+        return await self._submit(st.make_command("clear_failover", request_id=request_id), timeout)
+
+    async def add_member_addr(self, addr: str, *, timeout: float) -> None:
+        """Add a Raft voter (pysyncobj dynamic membership). One change at a time cluster-wide."""
+        await self._change_membership(addr, adding=True, timeout=timeout)
+
+    async def remove_member_addr(self, addr: str, *, timeout: float) -> None:
+        """Remove a Raft voter. The current Raft leader cannot remove itself (pysyncobj denies it)."""
+        await self._change_membership(addr, adding=False, timeout=timeout)
+
+    # ----------------------------------------------------------------- internals
+
+    def _require(self, allow_stopped: bool = False) -> Any:
+        if self._syncobj is None:
+            raise ConsensusError("Raft replica not started")
+        if self._stopped and not allow_stopped:
+            raise ConsensusError("Raft replica stopped")
+        return self._syncobj
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        self._require()
+        assert self._loop is not None
+        return self._loop
+
+    def _callback(self, fut: asyncio.Future[_Reply]) -> Callable[[Any, int], None]:
+        """Runs on the tick thread. It must never raise: pysyncobj would re-apply the entry."""
+        loop = self._require_loop()
+
+        def callback(result: Any, error: int) -> None:
+            with contextlib.suppress(RuntimeError):  # loop closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, fut, result, error)
+
+        return callback
+
+    def _new_future(self) -> asyncio.Future[_Reply]:
+        fut: asyncio.Future[_Reply] = self._require_loop().create_future()
+        self._pending.add(fut)
+        fut.add_done_callback(self._pending.discard)
+        return fut
+
+    def _propose(self, command: dict[str, Any]) -> asyncio.Future[_Reply]:
+        fut = self._new_future()
+        try:
+            self._machine.apply_command(command, callback=self._callback(fut))
+        except KeyError:
+            # pysyncobj rebuilds its method table while it loads a dump; the command was not queued.
+            _settle(fut, None, _NOT_PROPOSED)
+        except OSError:
+            # Queued, but the wake-up pipe is full: the next tick (<= autoTickPeriod) takes it anyway.
+            logger.debug("pysyncobj wake-up pipe full; command stays queued")
+        return fut
+
+    async def _submit(self, command: dict[str, Any], timeout: float) -> bool:
+        loop = self._require_loop()
+        op = command["op"]
+        deadline = loop.time() + timeout
+        backoff = _BACKOFF_FIRST
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NoQuorum(f"{op}: no Raft leader accepted the command within {timeout:.1f}s")
+            try:
+                result, error = await asyncio.wait_for(self._propose(command), remaining)
+            except TimeoutError:
+                return await self._resolve(command, resolver_for(command), deadline, "timed out")
+            if error == FAIL_REASON.SUCCESS:
+                logger.debug("%s committed: %s", op, result)
+                return bool(result)
+            if error == _STOPPED:
+                raise ConsensusError(f"{op}: Raft replica stopped")
+            if error in _RETRY:
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            reason = {
+                FAIL_REASON.LEADER_CHANGED: "leader changed",
+                FAIL_REASON.DISCARDED: "entry discarded",
+                FAIL_REASON.UNKNOWN_OUTCOME: "unknown outcome",
+                FAIL_REASON.QUEUE_FULL: "queue full",
+            }.get(error, f"error {error}")
+            return await self._resolve(command, resolver_for(command), deadline, reason)
+
+    async def _resolve(
+        self, command: Mapping[str, Any], resolve: Resolver, deadline: float, reason: str
+    ) -> bool:
+        """Re-read the local replica until it shows whether the command took effect."""
+        loop = self._require_loop()
+        op = command["op"]
+        while True:
+            decided = resolve(self._machine.published.state)
+            if decided is not None:
+                logger.info("%s: %s; the local replica shows it %s", op, reason,
+                            "took effect" if decided else "did not take effect")
+                return decided
+            if self._stopped:
+                raise OutcomeUnknown(f"{op}: Raft replica stopped while the outcome was unknown")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning("%s: %s and the local replica cannot tell whether it committed", op, reason)
+                raise OutcomeUnknown(f"{op}: {reason}; outcome unknown")
+            await asyncio.sleep(min(_RESOLVE_POLL, remaining))
+
+    def _cluster_addrs(self) -> set[str]:
+        obj = self._require()
+        return {node.address for node in obj.otherNodes} | {self._self_addr}
+
+    async def _change_membership(self, addr: str, *, adding: bool, timeout: float) -> None:
+        obj = self._require()
+        loop = self._require_loop()
+        verb = "add" if adding else "remove"
+
+        def resolve(_: Mapping[str, Any]) -> bool | None:
+            return True if (addr in self._cluster_addrs()) == adding else None
+
+        deadline = loop.time() + timeout
+        backoff = _BACKOFF_FIRST
+        denied = False
+        while True:
+            if resolve({}):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if denied:
+                    raise ConsensusError(f"{verb} {addr}: denied (another membership change in progress?)")
+                raise NoQuorum(f"{verb} {addr}: no Raft leader accepted the change within {timeout:.1f}s")
+            fut = self._new_future()
+            change = obj.addNodeToCluster if adding else obj.removeNodeFromCluster
+            change(addr, callback=self._callback(fut))
+            try:
+                _, error = await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                await self._resolve({"op": f"{verb}_member_addr"}, resolve, deadline, "timed out")
+                return
+            if error == FAIL_REASON.SUCCESS:
+                logger.info("Raft membership: %s %s committed", verb, addr)
+                return
+            if error == _STOPPED:
+                raise ConsensusError(f"{verb} {addr}: Raft replica stopped")
+            if error in _RETRY or error == FAIL_REASON.REQUEST_DENIED:
+                denied = error == FAIL_REASON.REQUEST_DENIED
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            await self._resolve({"op": f"{verb}_member_addr"}, resolve, deadline, f"error {error}")
+            return
+
+    def _schedule_change(self) -> None:
+        """Tick thread: ask the loop to run on_change. Notifications coalesce: on_change reads the
+        newest state, so one pending call covers every change applied before it runs."""
+        loop = self._loop
+        if self._on_change is None or loop is None or self._change_pending:
+            return
+        self._change_pending = True
+        try:
+            loop.call_soon_threadsafe(self._deliver_change)
+        except RuntimeError:
+            self._change_pending = False
+
+    def _deliver_change(self) -> None:
+        self._change_pending = False
+        if self._on_change is None or self._stopped:
+            return
+        try:
+            self._on_change()
+        except Exception:
+            logger.exception("on_change callback failed")
+
+    def _journal_bytes(self) -> int:
+        """Bytes of journal in use (pysyncobj's mmap file is sparse and never shrinks)."""
+        try:
+            with open(self._data_dir / JOURNAL_FILE, "rb") as f:
+                header = os.pread(f.fileno(), 4, _JOURNAL_END_OFFSET)
+        except OSError:
+            return 0
+        return int(struct.unpack("<I", header)[0]) if len(header) == 4 else 0
+
+    def _prepare_data_dir(self) -> None:
+        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self._data_dir, 0o700)
+        self._fix_file_modes()
+
+    def _fix_file_modes(self) -> None:
+        """Journal and dump hold the whole cluster state: owner-only. pysyncobj creates them (and
+        re-creates the dump at every compaction) with the process umask."""
+        names = (JOURNAL_FILE, JOURNAL_FILE + ".meta", DUMP_FILE)
+        for name in names:
+            path = self._data_dir / name
+            try:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+            except FileNotFoundError:
+                continue
+
+    def _guard_file_modes(self) -> None:
+        """Tick-thread callback; cheap, rate-limited, and never raises into pysyncobj."""
+        now = time.monotonic()
+        if now - self._modes_checked_at < _FILE_MODE_CHECK_EVERY:
+            return
+        self._modes_checked_at = now
+        try:
+            self._fix_file_modes()
+        except OSError:
+            logger.exception("cannot restrict permissions of Raft files in %s", self._data_dir)

@@ -1,0 +1,119 @@
+"""Real pysyncobj replicas on loopback: helpers to start, stop and restart them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from raftpg.consensus import RaftNode
+
+SCOPE = "raft-test"
+PASSWORD = "correct horse battery staple"
+
+
+def timings_for_tests() -> dict[str, float]:
+    """What config.raft_timings() would give for ttl=3, kept local so these tests stand alone."""
+    return {
+        "raftMinTimeout": 0.25,
+        "raftMaxTimeout": 0.5,
+        "appendEntriesPeriod": 0.05,
+        "connectionTimeout": 0.5,
+        "connectionRetryTime": 0.3,
+        "leaderFallbackTimeout": 1.0,
+    }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Cluster:
+    """N replicas, each with its own address and data directory, restartable in place."""
+
+    def __init__(self, root: Path, size: int) -> None:
+        self.root = root
+        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.nodes: list[RaftNode | None] = [None] * size
+        self.changes = [0] * size
+
+    def data_dir(self, i: int) -> Path:
+        return self.root / f"node{i}"
+
+    def node(self, i: int) -> RaftNode:
+        node = self.nodes[i]
+        assert node is not None, f"node {i} is not running"
+        return node
+
+    def running(self) -> list[int]:
+        return [i for i, node in enumerate(self.nodes) if node is not None]
+
+    async def start(
+        self, i: int, *, password: str = PASSWORD, scope: str = SCOPE, partners: list[str] | None = None
+    ) -> RaftNode:
+        def changed() -> None:
+            self.changes[i] += 1
+
+        node = RaftNode(
+            scope=scope,
+            self_addr=self.addrs[i],
+            partner_addrs=self.addrs if partners is None else partners,
+            data_dir=self.data_dir(i),
+            password=password,
+            timings=timings_for_tests(),
+            on_change=changed,
+        )
+        await node.start()
+        self.nodes[i] = node
+        return node
+
+    async def stop(self, i: int) -> None:
+        node = self.nodes[i]
+        self.nodes[i] = None
+        if node is not None:
+            await node.stop()
+            assert not node.tick_thread_alive()
+
+    async def stop_all(self) -> None:
+        for i in self.running():
+            await self.stop(i)
+
+    def leader_index(self) -> int | None:
+        for i in self.running():
+            if self.node(i).raft_status().is_leader:
+                return i
+        return None
+
+    async def wait_leader(self, timeout: float = 5.0) -> int:
+        await wait_until(lambda: self.leader_index() is not None, timeout, "a Raft leader")
+        index = self.leader_index()
+        assert index is not None
+        return index
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    """A started 3-node cluster whose every replica passed the start-up barrier."""
+    c = Cluster(tmp_path, 3)
+    try:
+        for i in range(3):
+            await c.start(i)
+        for i in range(3):
+            await c.node(i).barrier(timeout=10)
+        yield c
+    finally:
+        await c.stop_all()

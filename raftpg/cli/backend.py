@@ -56,9 +56,9 @@ class DaemonBackend:
     async def request_restart(self, *, scheduled_at: float | None, role: str | None,
                               postgres_version: str | None, restart_pending: bool) -> str:
         status = self._ha.status()
-        if postgres_version is not None and status.server_version is not None:
-            if status.server_version >= _version_number(postgres_version):
-                raise ValueError(f"PostgreSQL {status.server_version} is not older than {postgres_version}")
+        if (postgres_version is not None and status.server_version is not None
+                and status.server_version >= _version_number(postgres_version)):
+            raise ValueError(f"PostgreSQL {status.server_version} is not older than {postgres_version}")
         if restart_pending and not status.pending_restart:
             raise ValueError("no restart pending")
         if role is not None and role not in ("any", status.role):

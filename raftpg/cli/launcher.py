@@ -334,7 +334,10 @@ class LocalCluster:
             if primary is None:
                 return None
             running = {n for n, node in self.nodes.items() if node.raftpg_pid() is not None and n != primary}
-            return primary if running <= self.streaming_replicas(primary) else None
+            if not running <= self.streaming_replicas(primary):
+                return None
+            replicas_ok = all(self.api_get(name, "/replica", timeout=1.0)[0] == 200 for name in running)
+            return primary if replicas_ok else None
 
         return wait_for(probe, timeout, "a primary with all running members streaming")
 

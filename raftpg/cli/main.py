@@ -70,14 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
 
-    from raftpg.cli import demo
+    from raftpg.cli import ctl, demo
 
-    try:
-        from raftpg.cli import ctl  # TEMP
-
-        ctl.register(sub)
-    except ImportError:
-        pass
+    ctl.register(sub)
     demo.register(sub)
     return parser
 

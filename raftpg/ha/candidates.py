@@ -30,7 +30,8 @@ def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool) -> str
         if former.lsn is not None and not manual:
             lag = former.lsn - local.lsn
             if lag > config.maximum_lag_on_failover:
-                return f"we are {lag} bytes behind {former.name} > maximum_lag_on_failover {config.maximum_lag_on_failover}"
+                return (f"we are {lag} bytes behind {former.name} > maximum_lag_on_failover "
+                        f"{config.maximum_lag_on_failover}")
         if (config.check_timeline and former.timeline is not None and local.timeline is not None
                 and local.timeline < former.timeline):
             return f"our timeline {local.timeline} is behind {former.name}'s {former.timeline}"

@@ -64,6 +64,7 @@ class Executor:
         self.upstream: str | None = None
         self.state = "stopped"
         self.rewind_failed = False
+        self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
         self.bootstrap_failed = False
         self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
         self.before_demote: Callable[[], None] = lambda: None
@@ -87,6 +88,8 @@ class Executor:
 
     async def _start(self, *, standby: bool, upstream: str | None, cluster: ClusterView) -> None:
         self.state = "starting"
+        if not standby:
+            self.rewound = False
         address = self._address(cluster, upstream) if upstream is not None else None
         await self.pg.start(standby=standby, upstream=address,
                             slot=slot_name_for(self.settings.name) if standby and upstream else None,
@@ -242,10 +245,12 @@ class Executor:
             self.rewind_failed = True
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
+        self.rewound = True
         return True
 
     async def _promote(self, action: Promote, local: LocalView, config: DynamicConfig) -> bool:
         await self._arm_fence()
+        self.rewound = False
         old_timeline = local.timeline
         await self.pg.promote(timeout=self._slow_timeout())
         self.upstream = None
@@ -269,14 +274,20 @@ class Executor:
             logger.info("switchover to %s: stopping PostgreSQL (fast)", candidate)
             await self._stop("fast")
             control = await self.pg.controldata(timeout=config.retry_timeout)
+            if control.cluster_state != "shut down":
+                logger.error("switchover to %s aborted: PostgreSQL did not shut down cleanly (%s), so its "
+                             "last checkpoint is not the end of its WAL", candidate, control.cluster_state)
+                await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
+                return False
             lsn = control.checkpoint_lsn
             caught_up = await self._wait_received(target.name, cluster, lsn, timeout=max(5.0, config.ttl))
             if not caught_up:
                 logger.error("switchover to %s aborted: it did not receive our shutdown checkpoint %s; "
                              "restarting as primary", candidate, lsn)
                 await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
-                await self._start(standby=False, upstream=None, cluster=cluster)
-                await self._arm_fence()
+                if self.lease.holds(boottime()):
+                    await self._start(standby=False, upstream=None, cluster=cluster)
+                    await self._arm_fence()
                 return False
             version = self.raft.snapshot().lease.version
             ok = await self.raft.handover_lease(self.settings.name, self.lease.instance_id, version, candidate,

@@ -45,6 +45,8 @@ from raftpg.postgres.status import PgStatus
 
 logger = logging.getLogger(__name__)
 
+POSTMASTER_WATCH_INTERVAL = 0.1
+
 
 class HaLoop:
     def __init__(self, settings: Settings, raft: RaftNode, pg: PostgresInstance, fence: FenceClient) -> None:
@@ -98,6 +100,7 @@ class HaLoop:
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         self._http = aiohttp.ClientSession()
+        watcher = asyncio.create_task(self._watch_postmaster())
         try:
             while not self._stopping:
                 if not self.raft.tick_thread_alive():
@@ -112,7 +115,20 @@ class HaLoop:
                 if not again:
                     await self._sleep(started)
         finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await self._http.close()
+
+    async def _watch_postmaster(self) -> None:
+        """Notice a dead postmaster within 100 ms: health answers must not say 'running' after it
+        died, and a crashed primary is restarted at once rather than at the next tick."""
+        while True:
+            await asyncio.sleep(POSTMASTER_WATCH_INTERVAL)
+            if self._status.pg_running and self.pg.postmaster_pid() is None:
+                logger.warning("PostgreSQL exited (postmaster gone); running an HA cycle now")
+                self._status = replace(self._status, pg_running=False, state="stopped", lease_deadline=None)
+                self.wake()
 
     def stop(self) -> None:
         self._stopping = True
@@ -197,7 +213,8 @@ class HaLoop:
             self._pg_down_since = None
         elif self._pg_down_since is None:
             self._pg_down_since = now
-        was_primary = control is not None and control.cluster_state in ("in production", "shut down")
+        was_primary = (control is not None and control.cluster_state in ("in production", "shut down")
+                       and not self.executor.rewound)
         return LocalView(
             name=self.settings.name,
             instance_id=self.instance_id,

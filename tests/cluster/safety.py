@@ -8,6 +8,7 @@ nodes whose intervals overlap (two writable primaries at once).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ def setup_tables(dsn: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS probes (node int, seq bigint, PRIMARY KEY (node, seq))")
 
 
-@dataclass
+@dataclass(eq=False)
 class Writer(threading.Thread):
     dsn: str
     rate: float = 100.0
@@ -31,12 +32,12 @@ class Writer(threading.Thread):
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         next_id = self.first_id
         conn: psycopg.Connection | None = None
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if conn is None:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
@@ -57,7 +58,7 @@ class Writer(threading.Thread):
             conn.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=15)
 
     def max_gap(self, after: float) -> float:
@@ -65,10 +66,10 @@ class Writer(threading.Thread):
         times = [t for _, t, _ in self.acked if t >= after]
         if len(times) < 2:
             return float("inf")
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(times))
 
 
-@dataclass
+@dataclass(eq=False)
 class Prober(threading.Thread):
     """Writes to one node directly; an acknowledged probe means that node was a writable primary."""
 
@@ -78,12 +79,12 @@ class Prober(threading.Thread):
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         seq = 0
         conn: psycopg.Connection | None = None
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if conn is None:
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=1)
@@ -102,7 +103,7 @@ class Prober(threading.Thread):
             conn.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=15)
 
 

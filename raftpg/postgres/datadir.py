@@ -1,0 +1,101 @@
+"""The data directory on disk: what is in it, who runs on it, and moving it aside.
+
+Everything here is a few syscalls on local files; nothing blocks for long.
+"""
+
+import enum
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from raftpg.postgres.kill import stat_fields
+
+logger = logging.getLogger(__name__)
+
+
+class DataDirState(enum.Enum):
+    MISSING = "missing"
+    EMPTY = "empty"
+    INITIALIZED = "initialized"  # PG_VERSION and global/pg_control exist
+    INVALID = "invalid"  # something else: a half-made or foreign directory
+
+
+def data_dir_state(data_dir: Path) -> DataDirState:
+    if not data_dir.exists():
+        return DataDirState.MISSING
+    if not data_dir.is_dir():
+        return DataDirState.INVALID
+    if not any(data_dir.iterdir()):
+        return DataDirState.EMPTY
+    if (data_dir / "PG_VERSION").is_file() and (data_dir / "global" / "pg_control").is_file():
+        return DataDirState.INITIALIZED
+    return DataDirState.INVALID
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state from /proc/<pid>/stat, or None if there is no such process."""
+    fields = stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def process_alive(pid: int) -> bool:
+    """True if pid is a live process; a zombie (killed but not yet reaped) counts as dead."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def process_cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def lock_file_pid(data_dir: Path) -> int | None:
+    """The PID recorded in postmaster.pid, alive or not."""
+    try:
+        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        return abs(int(first))  # negative in single-user mode
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """PID of the live postmaster running on data_dir, from postmaster.pid.
+
+    A stale file (crash) or a reused PID is rejected: the process must be alive and have the
+    data directory as its working directory (the postmaster chdirs there).
+    """
+    pid = lock_file_pid(data_dir)
+    if pid is None or not process_alive(pid):
+        return None
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except PermissionError:
+        cmdline = process_cmdline(pid)
+        return pid if cmdline and "postgres" in cmdline[0] else None
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return pid if os.path.realpath(data_dir) == cwd else None
+
+
+def move_aside(data_dir: Path, now: datetime | None = None) -> Path:
+    """Rename data_dir to '<data_dir>.<UTC timestamp>.moved'; data is never deleted."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    target = data_dir.with_name(f"{data_dir.name}.{stamp}.moved")
+    counter = 1
+    while target.exists():
+        target = data_dir.with_name(f"{data_dir.name}.{stamp}-{counter}.moved")
+        counter += 1
+    data_dir.rename(target)
+    logger.warning("moved data directory %s aside to %s", data_dir, target)
+    return target

@@ -1,0 +1,550 @@
+"""Control of one local PostgreSQL 15: create, clone, start, stop, promote, rewind, inspect.
+
+This layer does what it is told and reports facts; whether to do it is the HA loop's decision.
+It keeps two defaults that protect DESIGN rule 1 on their own: a data directory that was just
+cloned or rewound gets standby.signal at once, and nothing here starts a primary unless the
+caller says standby=False. Every call is bounded by its timeout.
+"""
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg import sql
+from psycopg.abc import Params
+from psycopg.rows import TupleRow
+
+from raftpg.config import Address, PostgresSettings
+from raftpg.postgres import conf, datadir
+from raftpg.postgres.command import command_env, run_command
+from raftpg.postgres.controldata import ControlData, read_controldata
+from raftpg.postgres.datadir import DataDirState
+from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError, QueryFailed, StartFailed
+from raftpg.postgres.kill import kill_postmaster_tree
+from raftpg.postgres.session import PgSession, Statement
+from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
+from raftpg.postgres.status import PgStatus, query_status
+
+logger = logging.getLogger(__name__)
+
+STANDBY_SIGNAL = "standby.signal"
+RECOVERY_SIGNAL = "recovery.signal"
+# Files pg_rewind overwrites with the source's copies; ours are put back afterwards.
+_CONFIG_FILES = ("postgresql.conf", conf.BASE_CONF, "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf")
+# initdb options raftpg sets itself.
+_OWNED_INITDB_OPTIONS = ("-D", "--pgdata", "-U", "--username", "--pwfile", "-W", "--pwprompt", "-A", "--auth")
+_LOG_TAIL_LINES = 30
+_KILL_WAIT = 5.0
+
+
+class Keep(enum.Enum):
+    """reload(): keep the upstream (primary_conninfo, primary_slot_name) now in postgresql.conf."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+STOP_MODES = ("smart", "fast", "immediate")
+
+
+class RewindOutcome(enum.Enum):
+    REWOUND = "rewound"
+    NOT_NEEDED = "not needed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RewindResult:
+    outcome: RewindOutcome
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not RewindOutcome.FAILED
+
+    @property
+    def summary(self) -> str:
+        """The outcome and pg_rewind's last line, for one log line."""
+        lines = self.output.strip().splitlines()
+        return f"{self.outcome.value}: {lines[-1]}" if lines else self.outcome.value
+
+
+class PostgresInstance:
+    """One PostgreSQL data directory and the server running on it."""
+
+    def __init__(self, settings: PostgresSettings, member_name: str, *, log_path: Path | None = None) -> None:
+        self.settings = settings
+        self.member_name = member_name
+        self.data_dir = settings.data_dir
+        self.log_path = log_path or settings.data_dir.parent / f"{settings.data_dir.name}.log"
+        self._session = PgSession(
+            socket_dir=settings.socket_dir,
+            port=settings.listen.port,
+            user=settings.superuser.username,
+            password=settings.superuser.password or None,
+        )
+
+    # -- the data directory ------------------------------------------------------------------
+
+    def data_dir_state(self) -> DataDirState:
+        return datadir.data_dir_state(self.data_dir)
+
+    def postmaster_pid(self) -> int | None:
+        return datadir.postmaster_pid(self.data_dir)
+
+    def standby_signal_present(self) -> bool:
+        return (self.data_dir / STANDBY_SIGNAL).exists()
+
+    def move_data_dir_aside(self) -> Path:
+        """Rename the data directory out of the way (never delete data); refuses while running."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            raise PostgresError(f"refusing to move {self.data_dir} aside: postmaster {pid} runs on it")
+        if self.data_dir_state() is DataDirState.MISSING:
+            raise PostgresError(f"cannot move {self.data_dir} aside: it does not exist")
+        return datadir.move_aside(self.data_dir)
+
+    async def controldata(self, timeout: float) -> ControlData:
+        return await read_controldata(self.settings.bin_dir, self.data_dir, timeout)
+
+    # -- creating a data directory -----------------------------------------------------------
+
+    async def initdb(self, options: Sequence[str], timeout: float) -> None:
+        """Create a new cluster; the superuser gets its password and SCRAM auth from the start."""
+        self._require_empty("initdb")
+        for option in options:
+            if option.split("=", 1)[0] in _OWNED_INITDB_OPTIONS or option.startswith("--auth"):
+                raise ValueError(f"initdb option {option!r} is set by raftpg")
+        self._make_data_dir()
+        su = self.settings.superuser
+        argv = [self._bin("initdb"), "-D", str(self.data_dir), "--username", su.username]
+        # Without a password the daemon reaches the superuser by peer authentication.
+        argv += ["--auth-local=" + ("scram-sha-256" if su.password else "peer"), "--auth-host=scram-sha-256"]
+        pwfile = None
+        try:
+            if su.password:
+                fd, pwfile = tempfile.mkstemp(prefix=".raftpg-pw-", dir=self.data_dir.parent)  # mode 0600
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(su.password + "\n")
+                argv.append(f"--pwfile={pwfile}")
+            await run_command([*argv, *options], timeout=timeout)
+        finally:
+            if pwfile is not None:
+                os.unlink(pwfile)
+        await asyncio.to_thread(self._adopt_base_conf)
+        await asyncio.to_thread(self._write_file, "pg_hba.conf", self._pg_hba())
+        logger.info("initdb created %s", self.data_dir)
+
+    async def bootstrap_roles(self, timeout: float) -> None:
+        """Create (or update) the replication role on a fresh primary; idempotent."""
+        repl = self.settings.replication
+        if repl.username == self.settings.superuser.username:
+            return
+        password: sql.Composable = sql.SQL("NULL")
+        if repl.password:
+            verifier = await self._session.encrypt_password(repl.username, repl.password, timeout=timeout)
+            password = sql.Literal(verifier)
+        exists = await self._session.fetch(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (repl.username,), timeout=timeout
+        )
+        statement = sql.SQL("{} ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
+            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(repl.username), password
+        )
+        await self._session.fetch(statement, timeout=timeout)
+        logger.info("replication role %s %s", repl.username, "updated" if exists else "created")
+
+    async def basebackup(self, source: Address, timeout: float, *, slot: str | None = None) -> None:
+        """Clone the data directory from source; the clone is marked standby at once."""
+        state = self._require_empty("basebackup")
+        self._make_data_dir()
+        repl = self.settings.replication
+        conninfo = conf.format_conninfo(
+            {
+                "host": source.host,
+                "port": str(source.port),
+                "user": repl.username,
+                "application_name": self.member_name,
+                "connect_timeout": "5",
+            }
+        )
+        argv = [self._bin("pg_basebackup"), "-D", str(self.data_dir), "-d", conninfo]
+        argv += ["-X", "stream", "-c", "fast", "-w", "--no-manifest"]
+        if slot is not None:
+            argv += ["-S", slot]
+        try:
+            await run_command(argv, timeout=timeout, env=command_env(password=repl.password or None))
+        except PostgresError:
+            # Our own half-made copy holds no data worth keeping; restore the previous state.
+            logger.error("basebackup from %s failed; removing the partial copy in %s", source, self.data_dir)
+            await asyncio.to_thread(shutil.rmtree, self.data_dir, True)
+            if state is DataDirState.EMPTY:
+                self._make_data_dir()
+            raise
+        await asyncio.to_thread(self._adopt_base_conf)
+        await asyncio.to_thread(self._set_standby_signal, True)
+        logger.info("cloned %s from %s%s", self.data_dir, source, f" using slot {slot}" if slot else "")
+
+    # -- running the server ------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        standby: bool,
+        upstream: Address | None,
+        slot: str | None,
+        parameters: Mapping[str, str],
+        timeout: float,
+    ) -> None:
+        """Write our configuration and start the server (parameters from conf.build_parameters).
+
+        standby=False removes standby.signal: only the lease holder may ask for that (rule 1).
+        On failure raises StartFailed with the tail of the server log; a postmaster that is
+        still recovering when the timeout hits is left running.
+        """
+        if upstream is not None and not standby:
+            raise ValueError("a primary has no upstream")
+        if self.data_dir_state() is not DataDirState.INITIALIZED:
+            raise PostgresError(f"cannot start: {self.data_dir} is {self.data_dir_state().value}")
+        pid = self.postmaster_pid()
+        if pid is not None:
+            raise PostgresError(f"cannot start: postmaster {pid} already runs on {self.data_dir}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self._wait_dead_postmaster_reaped(timeout / 2)
+        await asyncio.to_thread(self._write_config, parameters, upstream, slot)
+        await asyncio.to_thread(self._set_standby_signal, standby)
+        log_offset = self._log_size()
+        wait = max(1, math.floor(deadline - loop.time()))
+        argv = [self._bin("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_path)]
+        argv += ["-w", "-t", str(wait), "-s"]
+        try:
+            await run_command(argv, timeout=wait + 2)
+        except (CommandFailed, CommandTimeout) as exc:
+            raise StartFailed(f"PostgreSQL did not start: {exc}\n{self._log_tail(log_offset)}") from exc
+        logger.info(
+            "started PostgreSQL as %s%s (postmaster %s)",
+            "standby" if standby else "primary",
+            f" of {upstream}" if upstream else "",
+            self.postmaster_pid(),
+        )
+
+    async def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
+        """pg_ctl stop -m mode; if the server is still up after timeout, SIGKILL it and its children."""
+        if mode not in STOP_MODES:
+            raise ValueError(f"stop mode must be one of {STOP_MODES}, not {mode!r}")
+        pid = self.postmaster_pid()
+        if pid is None:
+            logger.info("stop: PostgreSQL is not running")
+            return
+        await self._session.close()
+        argv = [self._bin("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode]
+        argv += ["-w", "-t", str(max(1, math.ceil(timeout))), "-s"]
+        try:
+            result = await run_command(argv, timeout=timeout + 2, check=False)
+            if result.returncode != 0:
+                logger.warning("pg_ctl stop -m %s failed: %s", mode, result.output)
+        except CommandTimeout:
+            logger.warning("pg_ctl stop -m %s did not return within %.1fs", mode, timeout)
+        if datadir.process_alive(pid):
+            killed = kill_postmaster_tree(pid)
+            logger.error("postmaster %d survived pg_ctl stop -m %s; SIGKILLed %s", pid, mode, killed)
+            if not await _wait_gone(pid, _KILL_WAIT):
+                raise PostgresError(f"postmaster {pid} survived SIGKILL")
+        logger.info("stopped PostgreSQL (mode %s)", mode)
+
+    async def restart(
+        self,
+        *,
+        standby: bool,
+        upstream: Address | None,
+        slot: str | None,
+        parameters: Mapping[str, str],
+        timeout: float,
+        mode: str = "fast",
+    ) -> None:
+        """Stop (within half of timeout) and start again with the given configuration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.stop(mode, timeout / 2)
+        await self.start(
+            standby=standby,
+            upstream=upstream,
+            slot=slot,
+            parameters=parameters,
+            timeout=max(1.0, deadline - loop.time()),
+        )
+
+    async def reload(
+        self,
+        parameters: Mapping[str, str],
+        *,
+        upstream: Address | Keep | None = KEEP,
+        slot: str | Keep | None = KEEP,
+        timeout: float,
+    ) -> None:
+        """Rewrite our configuration and SIGHUP the postmaster (what pg_ctl reload does).
+
+        By default the upstream and slot already in postgresql.conf are kept, so reloading a
+        standby's parameters cannot cut it off its primary.
+        """
+        pid = self._require_running("reload")
+        await asyncio.wait_for(asyncio.to_thread(self._reconfigure, parameters, upstream, slot), timeout)
+        os.kill(pid, signal.SIGHUP)
+        logger.info(
+            "reloaded PostgreSQL configuration%s",
+            f" (upstream {upstream})" if isinstance(upstream, Address) else "",
+        )
+
+    async def follow(
+        self, upstream: Address, slot: str | None, parameters: Mapping[str, str], timeout: float
+    ) -> None:
+        """Point a running standby at another upstream: primary_conninfo reloads in PG 15."""
+        self._require_running("follow")
+        rows = await self._session.fetch("SELECT pg_is_in_recovery()", timeout=timeout)
+        if not rows[0][0]:
+            raise PostgresError("cannot follow: this server is a primary; restart it as a standby")
+        await self.reload(parameters, upstream=upstream, slot=slot, timeout=timeout)
+        logger.info("now following %s%s", upstream, f" with slot {slot}" if slot else "")
+
+    async def promote(self, timeout: float, *, checkpoint: bool = True) -> None:
+        """pg_ctl promote -w; then CHECKPOINT so pg_controldata (which pg_rewind reads on this
+        server as a source) shows the new timeline at once."""
+        self._require_running("promote")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        argv = [self._bin("pg_ctl"), "promote", "-D", str(self.data_dir), "-w"]
+        argv += ["-t", str(max(1, math.ceil(timeout))), "-s"]
+        await run_command(argv, timeout=timeout)
+        logger.info("promoted PostgreSQL")
+        if checkpoint:
+            await self.execute("CHECKPOINT", timeout=max(1.0, deadline - loop.time()))
+
+    async def rewind(self, source: Address, timeout: float) -> RewindResult:
+        """pg_rewind from source (stopped server only). Our configuration files are put back
+        afterwards and standby.signal created, whatever the outcome."""
+        pid = self.postmaster_pid()
+        if pid is not None:
+            raise PostgresError(f"cannot rewind: postmaster {pid} is running")
+        if self.data_dir_state() is not DataDirState.INITIALIZED:
+            raise PostgresError(f"cannot rewind: {self.data_dir} is {self.data_dir_state().value}")
+        saved = await asyncio.to_thread(self._read_config_files)
+        # pg_rewind may run crash recovery in single-user mode, which refuses standby mode.
+        await asyncio.to_thread(self._set_standby_signal, False)
+        su = self.settings.superuser
+        conninfo = conf.format_conninfo(
+            {
+                "host": source.host,
+                "port": str(source.port),
+                "user": su.username,
+                "dbname": "postgres",
+                "application_name": f"{self.member_name} pg_rewind",
+                "connect_timeout": "5",
+            }
+        )
+        argv = [self._bin("pg_rewind"), "--target-pgdata", str(self.data_dir), "--source-server", conninfo]
+        env = command_env(c_locale=True, password=su.password or None)
+        try:
+            result = await run_command(argv, timeout=timeout, env=env, check=False)
+            if result.returncode != 0:
+                outcome = RewindResult(RewindOutcome.FAILED, result.output)
+            elif "no rewind required" in result.output:
+                outcome = RewindResult(RewindOutcome.NOT_NEEDED, result.output)
+            else:
+                outcome = RewindResult(RewindOutcome.REWOUND, result.output)
+        except CommandTimeout as exc:
+            outcome = RewindResult(RewindOutcome.FAILED, str(exc))
+        finally:
+            await asyncio.to_thread(self._restore_config_files, saved)
+            await asyncio.to_thread(self._set_standby_signal, True)
+        log = logger.info if outcome.ok else logger.error
+        log("pg_rewind from %s: %s\n%s", source, outcome.outcome.value, outcome.output[-2000:])
+        return outcome
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def status(self, timeout: float) -> PgStatus:
+        """Never raises for an unreachable server: that is reported in the status."""
+        pid = self.postmaster_pid()
+        if pid is None:
+            await self._session.close()
+            return PgStatus(running=False)
+        try:
+            return await asyncio.wait_for(query_status(self._session, pid, timeout), timeout)
+        except TimeoutError:
+            return PgStatus(running=False, postmaster_pid=pid, error=f"no answer within {timeout:.1f}s")
+        except QueryFailed as exc:
+            return PgStatus(running=False, postmaster_pid=pid, error=str(exc))
+
+    async def execute(
+        self, query: Statement, params: Params | None = None, *, timeout: float
+    ) -> list[TupleRow]:
+        """Run one statement as superuser (autocommit) and return its rows."""
+        return await self._session.fetch(query, params, timeout=timeout)
+
+    async def list_slots(self, timeout: float) -> tuple[SlotInfo, ...]:
+        return await list_slots(self._session, timeout)
+
+    async def ensure_slots(
+        self, names: Iterable[str], timeout: float, *, keep: Iterable[str] = ()
+    ) -> SlotChanges:
+        """On the primary: a physical slot for every member in names (member or slot names,
+        sanitised with slot_name_for), none for ourselves; other physical slots are dropped
+        unless listed in keep."""
+        own = conf.slot_name_for(self.member_name)
+        wanted = {conf.slot_name_for(name) for name in names} - {own}
+        return await ensure_slots(self._session, wanted, keep, timeout)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _bin(self, program: str) -> str:
+        return str(self.settings.bin_dir / program)
+
+    def _require_empty(self, action: str) -> DataDirState:
+        state = self.data_dir_state()
+        if state not in (DataDirState.MISSING, DataDirState.EMPTY):
+            raise PostgresError(f"cannot {action}: {self.data_dir} is {state.value}")
+        return state
+
+    def _require_running(self, action: str) -> int:
+        pid = self.postmaster_pid()
+        if pid is None:
+            raise PostgresError(f"cannot {action}: PostgreSQL is not running")
+        return pid
+
+    def _make_data_dir(self) -> None:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+
+    async def _wait_dead_postmaster_reaped(self, timeout: float) -> None:
+        """Wait until a killed postmaster is reaped. PostgreSQL takes a zombie named in
+        postmaster.pid for a running server and refuses to start; deleting the lock file is no
+        way out, as it is what PostgreSQL checks orphaned backends against."""
+        pid = datadir.lock_file_pid(self.data_dir)
+        if pid is None or datadir.process_state(pid) not in ("Z", "X"):
+            return
+        logger.info("waiting for the killed postmaster %d to be reaped", pid)
+        if not await _wait_gone(pid, timeout, reaped=True):
+            logger.warning("postmaster %d is still a zombie; its parent does not reap it", pid)
+
+    def _pg_hba(self) -> str:
+        return conf.render_pg_hba(self.settings.superuser, self.settings.replication, self.settings.pg_hba)
+
+    def _write_config(
+        self, parameters: Mapping[str, str], upstream: Address | None, slot: str | None
+    ) -> None:
+        conninfo = None
+        if upstream is not None:
+            conninfo = conf.primary_conninfo(upstream, self.settings.replication, self.member_name)
+        self._write_conf_files(parameters, conninfo, slot if upstream is not None else None)
+
+    def _reconfigure(
+        self, parameters: Mapping[str, str], upstream: Address | Keep | None, slot: str | Keep | None
+    ) -> None:
+        current_conninfo, current_slot = None, None
+        with contextlib.suppress(FileNotFoundError):
+            current_conninfo, current_slot = conf.read_standby_settings(
+                (self.data_dir / "postgresql.conf").read_text()
+            )
+        if upstream is KEEP:
+            conninfo = current_conninfo
+        elif upstream is None:
+            conninfo = None
+        else:
+            conninfo = conf.primary_conninfo(upstream, self.settings.replication, self.member_name)
+        new_slot = current_slot if slot is KEEP else slot
+        self._write_conf_files(parameters, conninfo, new_slot if conninfo is not None else None)
+
+    def _write_conf_files(self, parameters: Mapping[str, str], conninfo: str | None, slot: str | None) -> None:
+        self._adopt_base_conf()
+        text = conf.render_postgresql_conf(parameters, primary_conninfo=conninfo, primary_slot_name=slot)
+        self._write_file("postgresql.conf", text)
+        self._write_file("pg_hba.conf", self._pg_hba())
+
+    def _adopt_base_conf(self) -> None:
+        """Keep a postgresql.conf raftpg did not write (initdb's) as the included base file."""
+        current = self.data_dir / "postgresql.conf"
+        base = self.data_dir / conf.BASE_CONF
+        if base.exists() or not current.exists():
+            return
+        with current.open() as handle:
+            if handle.readline().startswith(conf.MANAGED_MARKER):
+                return
+        current.rename(base)
+        logger.info("kept the original postgresql.conf as %s", base.name)
+
+    def _write_file(self, name: str, text: str) -> None:
+        """Atomic replace, mode 0600 (postgresql.conf holds the replication password)."""
+        target = self.data_dir / name
+        tmp = target.with_name(f".{name}.raftpg.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+
+    def _set_standby_signal(self, standby: bool) -> None:
+        signal_file = self.data_dir / STANDBY_SIGNAL
+        (self.data_dir / RECOVERY_SIGNAL).unlink(missing_ok=True)
+        if standby:
+            signal_file.touch(mode=0o600)
+        else:
+            signal_file.unlink(missing_ok=True)
+
+    def _read_config_files(self) -> dict[str, bytes]:
+        saved = {}
+        for name in _CONFIG_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                saved[name] = (self.data_dir / name).read_bytes()
+        return saved
+
+    def _restore_config_files(self, saved: Mapping[str, bytes]) -> None:
+        for name, content in saved.items():
+            path = self.data_dir / name
+            with contextlib.suppress(FileNotFoundError):
+                if path.read_bytes() == content:
+                    continue
+            path.write_bytes(content)
+            path.chmod(0o600)
+            logger.info("restored our %s after pg_rewind", name)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_tail(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(offset)
+                lines = handle.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return f"(no server log at {self.log_path})"
+        return f"last lines of {self.log_path}:\n" + "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+async def _wait_gone(pid: int, timeout: float, *, reaped: bool = False) -> bool:
+    """Poll until pid is dead (reaped=False: a zombie counts) or gone from the process table."""
+    def present() -> bool:
+        return datadir.process_state(pid) is not None if reaped else datadir.process_alive(pid)
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while present():
+        if loop.time() >= end:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -1,0 +1,67 @@
+"""Physical replication slots on the primary: one per member, so WAL a standby still needs is
+kept (bounded by max_slot_wal_keep_size), and slots of departed members are dropped."""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from raftpg.postgres.lsn import parse_optional_lsn
+from raftpg.postgres.session import PgSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    name: str
+    slot_type: str  # "physical" or "logical"
+    active: bool
+    restart_lsn: int | None
+    wal_status: str | None  # "reserved", "extended", "unreserved", "lost"
+
+
+@dataclass(frozen=True)
+class SlotChanges:
+    created: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+async def list_slots(session: PgSession, timeout: float) -> tuple[SlotInfo, ...]:
+    rows = await session.fetch(
+        "SELECT slot_name, slot_type, active, restart_lsn::text, wal_status"
+        " FROM pg_replication_slots ORDER BY slot_name",
+        timeout=timeout,
+    )
+    return tuple(
+        SlotInfo(name, slot_type, active, parse_optional_lsn(restart), wal_status)
+        for name, slot_type, active, restart, wal_status in rows
+    )
+
+
+async def ensure_slots(
+    session: PgSession, wanted: Iterable[str], keep: Iterable[str], timeout: float
+) -> SlotChanges:
+    """Create missing physical slots in wanted; drop physical slots in neither wanted nor keep.
+
+    Logical slots are never touched; an active slot cannot be dropped and is left for the next
+    call. New slots reserve WAL at once, so a member cloning right now loses nothing.
+    """
+    wanted_set = set(wanted)
+    spared = wanted_set | set(keep)
+    existing = {slot.name: slot for slot in await list_slots(session, timeout)}
+    created: list[str] = []
+    dropped: list[str] = []
+    for name in sorted(wanted_set - existing.keys()):
+        await session.fetch("SELECT pg_create_physical_replication_slot(%s, true)", (name,), timeout=timeout)
+        logger.info("created replication slot %s", name)
+        created.append(name)
+    for name, slot in sorted(existing.items()):
+        if slot.slot_type != "physical" or name in spared:
+            continue
+        if slot.active:
+            logger.info("not dropping replication slot %s yet: it is in use", name)
+            continue
+        await session.fetch("SELECT pg_drop_replication_slot(%s)", (name,), timeout=timeout)
+        logger.info("dropped replication slot %s: no member needs it", name)
+        dropped.append(name)
+    return SlotChanges(tuple(created), tuple(dropped))

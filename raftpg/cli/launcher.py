@@ -76,10 +76,25 @@ class Node:
             return None
         return pid if _alive(pid) else None
 
+    @property
+    def pid_file(self) -> Path:
+        return self.config_path.parent / "raftpg.pid"
+
     def raftpg_pid(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
+        """The raftpg process: our child if we started it, else the one recorded by another launcher."""
+        if self.process is None:
+            return self._recorded_raftpg_pid()
+        if self.process.poll() is not None:
             return None
         return self.process.pid
+
+    def _recorded_raftpg_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"raftpg" in cmdline and _alive(pid) else None
 
 
 @dataclass
@@ -120,6 +135,41 @@ class LocalCluster:
             )
         for node in self.nodes.values():
             self.write_config(node)
+
+    @classmethod
+    def attach(cls, base_dir: Path) -> LocalCluster:
+        """Rebuild a cluster another process started from its node.yml files, so that separate
+        short-lived commands (the benchmark adapter) can drive one cluster; raftpg PIDs come from
+        each node's raftpg.pid."""
+        configs = sorted(base_dir.glob("*/node.yml"))
+        if not configs:
+            raise FileNotFoundError(f"no node.yml under {base_dir}")
+        docs = [yaml.safe_load(path.read_text()) for path in configs]
+        first = docs[0]
+        dcs = dict(first["bootstrap"]["dcs"])
+        known = {"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
+                 "synchronous_mode", "postgresql"}
+        auth = first["restapi"]["authentication"]
+        cluster = cls(
+            base_dir=base_dir, size=0, scope=first["scope"], ttl=dcs["ttl"], loop_wait=dcs["loop_wait"],
+            retry_timeout=dcs["retry_timeout"], synchronous_mode=dcs["synchronous_mode"],
+            parameters=dict(dcs["postgresql"]["parameters"]),
+            dcs_extra={k: v for k, v in dcs.items() if k not in known},
+            tags={doc["name"]: dict(doc.get("tags") or {}) for doc in docs},
+            password=first["raft"]["password"], api_auth=(auth["username"], auth["password"]),
+        )
+        for path, doc in zip(configs, docs, strict=True):
+            cluster.nodes[doc["name"]] = Node(
+                name=doc["name"],
+                ports=NodePorts(raft=_port(doc["raft"]["self_addr"]), api=_port(doc["restapi"]["listen"]),
+                                pg=_port(doc["postgresql"]["listen"])),
+                config_path=path,
+                log_path=path.parent / "raftpg.log",
+                data_dir=Path(doc["postgresql"]["data_dir"]),
+                raft_dir=Path(doc["raft"]["data_dir"]),
+            )
+        cluster.size = len(cluster.nodes)
+        return cluster
 
     # --- configuration -----------------------------------------------------------------------
     def dcs(self) -> dict[str, Any]:
@@ -195,6 +245,7 @@ class LocalCluster:
             user=self.os_user, group=self._group(), start_new_session=True, cwd=str(self.base_dir),
         )
         log.close()
+        node.pid_file.write_text(f"{node.process.pid}\n")
 
     def _group(self) -> int | None:
         return pwd.getpwnam(self.os_user).pw_gid if self.os_user else None
@@ -356,6 +407,10 @@ class LocalCluster:
             for label, pid in (("raftpg", node.raftpg_pid()), ("postgres", node.postmaster_pid())):
                 if pid:
                     yield f"{node.name}-{label}", pid
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def _maybe_json(raw: bytes) -> Any:

@@ -94,6 +94,22 @@ class EnsureSlots(Action):
 
 
 @dataclass(frozen=True)
+class SetRaftSync(Action):
+    """Publish the synchronous set in Raft (holder-conditioned)."""
+
+    members: frozenset[str]
+    quorum: int
+
+
+@dataclass(frozen=True)
+class SetPostgresSync(Action):
+    """Set synchronous_standby_names; `members` None blocks every commit."""
+
+    members: frozenset[str] | None
+    quorum: int
+
+
+@dataclass(frozen=True)
 class Switchover(Action):
     """Rule 4: stop, check the candidate has our shutdown checkpoint, hand the lease over."""
 

@@ -14,11 +14,13 @@ def former_primary(cluster: ClusterView) -> MemberView | None:
     return max(primaries, key=lambda m: (m.timeline or 0, m.lsn or 0)) if primaries else None
 
 
-def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool) -> str | None:
+def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool,
+                 accept_data_loss: bool = False) -> str | None:
     """Why this node must not take the lease now, or None if it may.
 
     A manual failover skips the 'someone else is healthier' comparison (the operator chose), but
-    never the rules that protect acknowledged writes.
+    never the rules that protect acknowledged writes — unless the operator explicitly accepted
+    data loss.
     """
     config = cluster.config
     if local.tags.nofailover:
@@ -35,7 +37,7 @@ def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool) -> str
         if (config.check_timeline and former.timeline is not None and local.timeline is not None
                 and local.timeline < former.timeline):
             return f"our timeline {local.timeline} is behind {former.name}'s {former.timeline}"
-    sync_problem = _sync_blocker(cluster, local)
+    sync_problem = None if accept_data_loss else _sync_blocker(cluster, local)
     if sync_problem is not None:
         return sync_problem
     for peer in sorted(cluster.peers.values(), key=lambda p: p.name):
@@ -53,19 +55,19 @@ def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool) -> str
 
 
 def _sync_blocker(cluster: ClusterView, local: LocalView) -> str | None:
-    """In synchronous mode only a member that provably has every acknowledged commit may promote."""
-    mode = cluster.config.synchronous_mode
+    """Only a member that provably has every acknowledged commit may promote (sync.py).
+
+    The Raft record says every acknowledged commit is on `quorum` of `members`: we must know the
+    positions of n - quorum + 1 of them (ourselves included) and be at least as far as all.
+    Applied whatever synchronous_mode says now: a record left from before a mode change still
+    describes commits that were acknowledged.
+    """
     sync = cluster.sync
-    if mode == "off" or not sync.members:
+    if not sync.members or sync.quorum <= 0:
         return None
     if local.name not in sync.members:
         return f"not in the synchronous set {sorted(sync.members)}"
-    if mode == "on":
-        return None
-    # quorum (ANY k of n): every acknowledged commit is on k of the n; we must know the positions
-    # of n - k + 1 of them (ourselves included) and be at least as far as all of those.
-    quorum = max(sync.quorum, 1)
-    needed = len(sync.members) - quorum + 1
+    needed = len(sync.members) - sync.quorum + 1
     known = {local.name}
     for peer in cluster.peers.values():
         if peer.name in sync.members and peer.reachable and peer.lsn is not None:
@@ -73,8 +75,8 @@ def _sync_blocker(cluster: ClusterView, local: LocalView) -> str | None:
                 return f"synchronous member {peer.name} is further ahead"
             known.add(peer.name)
     if len(known) < needed:
-        return (f"quorum mode: only {len(known)} of the {needed} synchronous members needed "
-                "to prove we have every acknowledged commit are reachable")
+        return (f"only {len(known)} of the {needed} synchronous members needed to prove we have "
+                "every acknowledged commit are reachable")
     return None
 
 

@@ -23,11 +23,14 @@ from raftpg.ha.actions import (
     ReleaseLease,
     RenewLease,
     Rewind,
+    SetPostgresSync,
+    SetRaftSync,
     StartPrimary,
     StartStandby,
     Switchover,
 )
 from raftpg.ha.candidates import best_switchover_candidate, race_blocker
+from raftpg.ha.sync import ASYNC, Candidate, next_step, target_set
 from raftpg.ha.views import ClusterView, LocalView, PgRole
 from raftpg.postgres.datadir import DataDirState
 
@@ -113,7 +116,7 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
         return [renew, StartPrimary("holding the lease and PostgreSQL is not running: starting it as primary")]
     if local.role is PgRole.UNKNOWN:
         return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
-    actions: list[Action] = [renew]
+    actions: list[Action] = [renew, *_sync_actions(cluster, local)]
     if cluster.config.use_slots:
         members = frozenset(name for name in cluster.members if name != local.name)
         actions.append(EnsureSlots("replication slots for members", members,
@@ -121,6 +124,30 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
     if cluster.failover is not None:
         actions.extend(_handle_failover_request(cluster, local))
     return actions
+
+
+def _sync_actions(cluster: ClusterView, local: LocalView) -> list[Action]:
+    """One step of rule 5's protocol towards the synchronous set we want (sync.py)."""
+    config = cluster.config
+    raft = cluster.sync.as_set()
+    if config.synchronous_mode == "off" and raft.empty and local.postgres_sync == ASYNC:
+        return []
+    candidates = []
+    for name, flush in sorted(local.standbys.items()):
+        member = cluster.members.get(name)
+        if (member is not None and member.fresh and member.role == "replica" and member.state == "running"
+                and not member.tags.nosync):
+            candidates.append(Candidate(name, flush))
+    target = target_set(config.synchronous_mode, config.synchronous_node_count, config.synchronous_mode_strict,
+                        candidates, raft)
+    switch_lsn = local.sync_switch_lsn if local.sync_switch_lsn is not None else (local.lsn or 0)
+    step = next_step(raft, local.postgres_sync, target, local.standbys, switch_lsn)
+    if step is None:
+        return []
+    if step.raft is not None:
+        return [SetRaftSync(step.reason, step.raft.members, step.raft.quorum)]
+    assert step.postgres is not None
+    return [SetPostgresSync(step.reason, step.postgres.members, step.postgres.quorum)]
 
 
 def _handle_failover_request(cluster: ClusterView, local: LocalView) -> list[Action]:
@@ -183,7 +210,8 @@ def _lease_open(cluster: ClusterView, local: LocalView) -> list[Action]:
         if cluster.paused:
             return [Idle("paused: not starting PostgreSQL")]
         return [StartStandby("lease is free: starting PostgreSQL as a standby to learn our position", None)]
-    blocker = race_blocker(cluster, local, manual=manual)
+    accept_loss = manual and request is not None and request.accept_data_loss
+    blocker = race_blocker(cluster, local, manual=manual, accept_data_loss=accept_loss)
     if blocker is not None:
         return [Idle(f"not taking the lease: {blocker}")]
     why = "manual failover to us" if manual else (

@@ -28,6 +28,8 @@ from raftpg.ha.actions import (
     ReleaseLease,
     RenewLease,
     Rewind,
+    SetPostgresSync,
+    SetRaftSync,
     StartPrimary,
     StartStandby,
     Switchover,
@@ -36,6 +38,7 @@ from raftpg.ha.candidates import best_switchover_candidate
 from raftpg.ha.lease import LeaseKeeper
 from raftpg.ha.peers import fetch_peer_positions
 from raftpg.ha.status import NodeStatus
+from raftpg.ha.sync import SyncSet, standby_names
 from raftpg.ha.views import ClusterView, LocalView, PgRole
 from raftpg.postgres.conf import build_parameters, slot_name_for
 from raftpg.postgres.datadir import DataDirState
@@ -67,11 +70,20 @@ class Executor:
         self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
         self.bootstrap_failed = False
         self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
+        self.sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: unknown)
+        self.sync_switch_lsn: int | None = None
         self.before_demote: Callable[[], None] = lambda: None
 
     # --- helpers -----------------------------------------------------------------------------
     def _parameters(self) -> dict[str, str]:
-        return build_parameters(self.settings.postgresql, self._config().parameters)
+        return build_parameters(self.settings.postgresql, self._config().parameters,
+                                synchronous_standby_names=self.sync_names or "")
+
+    def _block_commits_until_sync(self) -> None:
+        """A primary we start or promote acknowledges nothing until its standbys are in Raft (rule 5)."""
+        mode = self._config().synchronous_mode
+        self.sync_names = standby_names(mode, None) if mode != "off" else ""
+        self.sync_switch_lsn = None
 
     def _slow_timeout(self) -> float:
         """initdb, basebackup, rewind and start may take much longer than a Raft call."""
@@ -88,8 +100,11 @@ class Executor:
 
     async def _start(self, *, standby: bool, upstream: str | None, cluster: ClusterView) -> None:
         self.state = "starting"
-        if not standby:
+        if standby:
+            self.sync_names = ""
+        else:
             self.rewound = False
+            self._block_commits_until_sync()
         address = self._address(cluster, upstream) if upstream is not None else None
         await self.pg.start(standby=standby, upstream=address,
                             slot=slot_name_for(self.settings.name) if standby and upstream else None,
@@ -180,11 +195,40 @@ class Executor:
                 await self.pg.ensure_slots(action.members | action.permanent, timeout=config.retry_timeout,
                                            keep=action.permanent)
                 return True, False
+            case SetRaftSync():
+                sync = {"leader": self.settings.name, "members": sorted(action.members), "quorum": action.quorum}
+                version = self.raft.snapshot().lease.version
+                ok = await self.raft.set_sync(self.settings.name, self.lease.instance_id, version, sync,
+                                              timeout=config.retry_timeout)
+                logger.info("%s: %s", action.reason, "published" if ok else "refused (no longer the holder)")
+                return ok, ok
+            case SetPostgresSync():
+                await self._set_postgres_sync(action, config)
+                return True, True
             case Switchover():
                 return await self._switchover(action.candidate, action.request_id, cluster, config), True
             case ClearFailover():
                 return await self.raft.clear_failover(action.request_id, timeout=config.retry_timeout), False
         raise AssertionError(f"no executor for {action!r}")
+
+    async def _set_postgres_sync(self, action: SetPostgresSync, config: DynamicConfig) -> None:
+        sync = None if action.members is None else SyncSet(action.members, action.quorum)
+        names = standby_names(config.synchronous_mode, sync)
+        self.sync_names = names
+        await self.pg.reload(parameters=self._parameters(), timeout=config.retry_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.retry_timeout
+        while True:
+            rows = await self.pg.execute("SELECT current_setting('synchronous_standby_names'), "
+                                         "pg_current_wal_lsn() - '0/0'::pg_lsn", timeout=config.retry_timeout)
+            if rows and rows[0][0] == names:
+                self.sync_switch_lsn = int(rows[0][1])
+                break
+            if loop.time() > deadline:
+                raise PostgresError("synchronous_standby_names did not take effect after reload")
+            await asyncio.sleep(0.02)
+        logger.info("%s: synchronous_standby_names = '%s' from LSN %s", action.reason, names,
+                    self.sync_switch_lsn)
 
     async def _bootstrap(self, action: Bootstrap, config: DynamicConfig) -> bool:
         async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
@@ -193,6 +237,7 @@ class Executor:
                     self.state = "initializing new cluster"
                     await self.pg.initdb(self.settings.bootstrap.initdb, timeout=self._slow_timeout())
                 self.state = "starting"
+                self.sync_names = ""  # no standby exists yet; the roles below must commit
                 await self.pg.start(standby=False, upstream=None, slot=None, parameters=self._parameters(),
                                     timeout=self._slow_timeout())
                 await self._arm_fence()
@@ -251,6 +296,8 @@ class Executor:
     async def _promote(self, action: Promote, local: LocalView, config: DynamicConfig) -> bool:
         await self._arm_fence()
         self.rewound = False
+        self._block_commits_until_sync()
+        await self.pg.reload(parameters=self._parameters(), timeout=config.retry_timeout)
         old_timeline = local.timeline
         await self.pg.promote(timeout=self._slow_timeout())
         self.upstream = None

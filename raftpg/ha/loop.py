@@ -28,6 +28,7 @@ from raftpg.ha.executor import Executor, LocalRequest
 from raftpg.ha.lease import LeaseKeeper, fence_margin
 from raftpg.ha.peers import fetch_peer_positions
 from raftpg.ha.status import NodeStatus, ReplicationInfo
+from raftpg.ha.sync import ASYNC, parse_standby_names
 from raftpg.ha.views import (
     ClusterView,
     FailoverRequest,
@@ -213,6 +214,9 @@ class HaLoop:
             self._pg_down_since = None
         elif self._pg_down_since is None:
             self._pg_down_since = now
+        primary = pg.running and pg.in_recovery is False
+        if primary and self.executor.sync_names is None:
+            self.executor.sync_names = pg.synchronous_standby_names or ""
         was_primary = (control is not None and control.cluster_state in ("in production", "shut down")
                        and not self.executor.rewound)
         return LocalView(
@@ -234,6 +238,10 @@ class HaLoop:
             pg_down_since=self._pg_down_since,
             rewind_failed=self.executor.rewind_failed,
             bootstrap_failed=self.executor.bootstrap_failed,
+            postgres_sync=parse_standby_names(pg.synchronous_standby_names) if primary else ASYNC,
+            standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication
+                                       if r.state == "streaming" and r.flush_lsn is not None}),
+            sync_switch_lsn=self.executor.sync_switch_lsn,
         )
 
     def _cluster_view(self, snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from raftpg.config import DynamicConfig, Tags
+from raftpg.ha.sync import ASYNC, SyncSet
 from raftpg.postgres.datadir import DataDirState
 
 
@@ -126,6 +127,9 @@ class SyncState:
     members: frozenset[str] = frozenset()
     quorum: int = 0  # how many of `members` acknowledge each commit (ANY/FIRST n)
 
+    def as_set(self) -> SyncSet:
+        return SyncSet(self.members, self.quorum)
+
     @staticmethod
     def from_record(record: Mapping[str, Any]) -> SyncState:
         return SyncState(
@@ -174,6 +178,9 @@ class LocalView:
     pg_down_since: float | None = None  # when PostgreSQL was first seen not running as our primary
     rewind_failed: bool = False
     bootstrap_failed: bool = False
+    postgres_sync: SyncSet | None = ASYNC  # what synchronous_standby_names guarantees; None: blocking
+    standbys: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # streaming: flush LSN
+    sync_switch_lsn: int | None = None  # where PostgreSQL last changed synchronous_standby_names
 
     def holds_lease(self, lease: LeaseView) -> bool:
         """The lease is ours in the log, and this process renewed it and the renewal committed."""

@@ -312,7 +312,10 @@ def test_race_reasons_name_the_cause() -> None:
 @pytest.mark.parametrize(
     ("mode", "sync", "peers", "me", "allowed"),
     [
-        pytest.param("off", SyncState("node1", frozenset({"node3"}), 1), [], "node2", True, id="off-ignores-sync"),
+        pytest.param("off", SyncState("node1", frozenset({"node3"}), 1), [], "node2", False,
+                     id="record-honoured-after-mode-off"),
+        pytest.param("on", SyncState("node1", frozenset({"node3"}), 0), [], "node2", True,
+                     id="quorum-zero-no-guarantee"),
         pytest.param("on", SyncState("node1", frozenset(), 0), [], "node2", True, id="no-sync-members"),
         pytest.param("on", SyncState("node1", frozenset({"node3"}), 1), [], "node2", False, id="not-in-sync-set"),
         pytest.param("on", SyncState("node1", frozenset({"node2"}), 1), [], "node2", True, id="in-sync-set"),
@@ -332,6 +335,14 @@ def test_race_reasons_name_the_cause() -> None:
 def test_sync_eligibility(mode: str, sync: SyncState, peers: list[PeerPosition], me: str, allowed: bool) -> None:
     the_cluster = cluster(OPEN, synchronous_mode=mode, sync=sync, peers=peers)
     assert (race_blocker(the_cluster, local(me), manual=False) is None) is allowed
+
+
+def test_accept_data_loss_skips_sync_rule() -> None:
+    the_cluster = cluster(OPEN, synchronous_mode="on", sync=SyncState("node1", frozenset({"node3"}), 1),
+                          failover=request(candidate="node2", leader=None, accept_data_loss=True))
+    assert kinds(decide(the_cluster, local())) == [A.AcquireLease]
+    refused = replace(the_cluster, failover=request(candidate="node2", leader=None))
+    assert kinds(decide(refused, local())) == [A.Idle]
 
 
 def test_quorum_with_unknown_own_position_is_blocked_earlier() -> None:

@@ -1,0 +1,135 @@
+"""Synchronous replication planning (DESIGN rule 5), pure.
+
+Both PostgreSQL's setting and the Raft `sync` record are read as one statement: "every
+acknowledged commit is on at least `quorum` of `members`". `FIRST k (k names)` (synchronous_mode
+on) and `ANY k (names)` (quorum) are both that statement. A member may promote only when it has
+seen `len(members) - quorum + 1` of the Raft members and is the most advanced of them
+(candidates.py). The promotion rule is safe as long as
+
+    PostgreSQL's members ⊆ Raft's members   and   PostgreSQL's quorum >= Raft's quorum,
+
+so changes go: widen Raft, then set PostgreSQL, then — once every member of the new set has
+flushed past the LSN at which PostgreSQL switched — narrow Raft.
+
+A freshly promoted primary starts with an unsatisfiable setting (BLOCKING): it acknowledges nothing
+until its standbys are in the Raft set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+BLOCKING_NAME = "raftpg_no_sync_standby_yet"
+
+
+@dataclass(frozen=True)
+class SyncSet:
+    members: frozenset[str]
+    quorum: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.members
+
+    def covers(self, other: SyncSet) -> bool:
+        """Raft (self) may promote safely while PostgreSQL runs with `other`."""
+        return other.members <= self.members and other.quorum >= self.quorum
+
+
+ASYNC = SyncSet(frozenset(), 0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    flush_lsn: int
+
+
+def standby_names(mode: str, sync: SyncSet | None) -> str:
+    """synchronous_standby_names for a set; None means 'block every commit'."""
+    if sync is None:
+        return f'FIRST 1 ("{BLOCKING_NAME}")'
+    if sync.empty:
+        return ""
+    names = ", ".join(f'"{name}"' for name in sorted(sync.members))
+    kind = "ANY" if mode == "quorum" else "FIRST"
+    return f"{kind} {sync.quorum} ({names})"
+
+
+_NAMES = re.compile(r"^\s*(?:(FIRST|ANY)\s+)?(\d+)\s*\((.*)\)\s*$", re.IGNORECASE)
+
+
+def parse_standby_names(text: str | None) -> SyncSet | None:
+    """What PostgreSQL currently guarantees; None when it blocks commits (or is unparsable)."""
+    text = (text or "").strip()
+    if not text:
+        return ASYNC
+    match = _NAMES.match(text)
+    if match is None:
+        return None
+    names = frozenset(n.strip().strip('"') for n in match.group(3).split(",") if n.strip())
+    if BLOCKING_NAME in names or "*" in names:
+        return None
+    # FIRST k and ANY k both mean: every acknowledged commit is on k of these names.
+    return SyncSet(names, min(int(match.group(2)), len(names)))
+
+
+def target_set(mode: str, node_count: int, strict: bool, candidates: Sequence[Candidate],
+               current: SyncSet) -> SyncSet | None:
+    """The set to converge to; None: keep what we have (strict mode with no standby)."""
+    if mode == "off":
+        return ASYNC
+    if not candidates:
+        return None if strict else ASYNC
+    if mode == "quorum":
+        members = frozenset(c.name for c in candidates)
+        return SyncSet(members, min(max(node_count, 1), len(members)))
+    ranked = sorted(candidates, key=lambda c: (c.name not in current.members, -c.flush_lsn, c.name))
+    chosen = frozenset(c.name for c in ranked[: max(node_count, 1)])
+    return SyncSet(chosen, len(chosen))
+
+
+@dataclass(frozen=True)
+class SyncStep:
+    """One step towards the target: a Raft write or a PostgreSQL setting, never both at once."""
+
+    raft: SyncSet | None = None
+    postgres: SyncSet | None = None
+    reason: str = ""
+
+
+def next_step(raft: SyncSet, postgres: SyncSet | None, target: SyncSet | None,
+              flushed: Mapping[str, int], switch_lsn: int) -> SyncStep | None:
+    """The next safe step, or None when nothing is to be done (or we must wait).
+
+    `switch_lsn` is where PostgreSQL last changed its setting (or, when unknown, our current
+    position): Raft narrows only once every member of the new set has flushed past it.
+    """
+    if target is None:
+        return None
+    if postgres is None:
+        # Blocking: nothing acknowledged under it, so Raft may jump to the target directly.
+        if raft != target:
+            return SyncStep(raft=target, reason=f"publishing the synchronous set {_show(target)}")
+        return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}")
+    if postgres != target:
+        if not raft.covers(target) or not raft.covers(postgres):
+            widened = SyncSet(raft.members | target.members | postgres.members,
+                              min(raft.quorum, target.quorum, postgres.quorum))
+            if target.empty:
+                # Going asynchronous (not strict): PostgreSQL first, Raft after.
+                return SyncStep(postgres=target, reason="no synchronous standby available: running asynchronously")
+            return SyncStep(raft=widened, reason=f"widening the synchronous set to {_show(widened)} in Raft first")
+        return SyncStep(postgres=target, reason=f"setting synchronous_standby_names for {_show(target)}")
+    if raft == target:
+        return None
+    laggards = sorted(m for m in target.members if flushed.get(m, -1) < switch_lsn)
+    if laggards:
+        return None
+    return SyncStep(raft=target, reason=f"narrowing the synchronous set to {_show(target)}")
+
+
+def _show(sync: SyncSet) -> str:
+    return f"{sorted(sync.members)} (quorum {sync.quorum})" if sync.members else "[] (asynchronous)"

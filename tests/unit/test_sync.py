@@ -1,0 +1,216 @@
+"""Rule 5: the synchronous-replication planner, and a model check of its invariant."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from raftpg.config import DynamicConfig, Tags
+from raftpg.ha import actions as A
+from raftpg.ha.decide import decide
+from raftpg.ha.sync import (
+    ASYNC,
+    BLOCKING_NAME,
+    Candidate,
+    SyncSet,
+    next_step,
+    parse_standby_names,
+    standby_names,
+    target_set,
+)
+from raftpg.ha.views import ClusterView, LeaseView, LocalView, MemberView, PgRole, SyncState
+from raftpg.postgres.datadir import DataDirState
+
+pytestmark = pytest.mark.unit
+
+
+def s(*names: str, k: int | None = None) -> SyncSet:
+    return SyncSet(frozenset(names), len(names) if k is None else k)
+
+
+@pytest.mark.parametrize(
+    ("mode", "sync", "text"),
+    [
+        ("on", s("b", "a"), 'FIRST 2 ("a", "b")'),
+        ("quorum", s("a", "b", "c", k=1), 'ANY 1 ("a", "b", "c")'),
+        ("on", ASYNC, ""),
+        ("on", None, f'FIRST 1 ("{BLOCKING_NAME}")'),
+    ],
+)
+def test_standby_names_round_trip(mode: str, sync: SyncSet | None, text: str) -> None:
+    assert standby_names(mode, sync) == text
+    assert parse_standby_names(text) == sync
+
+
+@pytest.mark.parametrize("text", ["*", "FIRST 1 (*)", "garbage ((", "2 (a, *)"])
+def test_unknown_or_wildcard_settings_count_as_blocking(text: str) -> None:
+    assert parse_standby_names(text) is None
+
+
+def test_parse_plain_priority_list() -> None:
+    assert parse_standby_names("1 (a, b)") == s("a", "b", k=1)
+    assert parse_standby_names(None) == ASYNC
+
+
+def test_target_sets() -> None:
+    cands = [Candidate("a", 10), Candidate("b", 30), Candidate("c", 20)]
+    assert target_set("off", 1, False, cands, ASYNC) == ASYNC
+    assert target_set("on", 1, False, cands, ASYNC) == s("b")
+    assert target_set("on", 1, False, cands, s("a")) == s("a"), "keeps a current member"
+    assert target_set("on", 5, False, cands, ASYNC) == s("a", "b", "c")
+    assert target_set("quorum", 1, False, cands, ASYNC) == s("a", "b", "c", k=1)
+    assert target_set("quorum", 9, False, cands, ASYNC) == s("a", "b", "c", k=3)
+    assert target_set("on", 1, False, [], s("a")) == ASYNC
+    assert target_set("on", 1, True, [], s("a")) is None
+
+
+def test_steps_swap_a_for_b() -> None:
+    """Widen Raft, set PostgreSQL, wait for the new member to flush past the switch, narrow Raft."""
+    raft, pg, target = s("a"), s("a"), s("b")
+    step = next_step(raft, pg, target, {"a": 100, "b": 100}, 100)
+    assert step is not None and step.raft == s("a", "b", k=1)
+    step = next_step(s("a", "b", k=1), pg, target, {}, 100)
+    assert step is not None and step.postgres == target
+    assert next_step(s("a", "b", k=1), target, target, {"b": 90}, 100) is None, "b has not flushed the switch"
+    step = next_step(s("a", "b", k=1), target, target, {"b": 100}, 100)
+    assert step is not None and step.raft == target
+    assert next_step(target, target, target, {}, 0) is None
+
+
+def test_steps_from_blocking_and_to_async() -> None:
+    step = next_step(ASYNC, None, s("a"), {}, 0)
+    assert step is not None and step.raft == s("a")
+    step = next_step(s("a"), None, s("a"), {}, 0)
+    assert step is not None and step.postgres == s("a")
+    step = next_step(s("a"), s("a"), ASYNC, {}, 0)
+    assert step is not None and step.postgres == ASYNC, "going asynchronous: PostgreSQL first"
+    step = next_step(s("a"), ASYNC, ASYNC, {}, 0)
+    assert step is not None and step.raft == ASYNC
+    assert next_step(s("a"), None, None, {}, 0) is None, "strict with no standby: keep blocking"
+
+
+def _promotable(raft: SyncSet, have_all: set[str], reachable: set[str]) -> set[str]:
+    """Members the race rule lets promote, given which members hold every acknowledged commit."""
+    if raft.empty or raft.quorum <= 0:
+        return set(reachable)
+    needed = len(raft.members) - raft.quorum + 1
+    result = set()
+    for me in raft.members & reachable:
+        seen = raft.members & reachable
+        if len(seen) >= needed and (me in have_all or not (seen & have_all)):
+            result.add(me)
+    return result
+
+
+def test_model_check_invariant_holds_through_random_transitions() -> None:
+    """Drive the planner through random candidate changes; after every single step, PostgreSQL's
+    guarantee must be covered by Raft's (the invariant that makes promotion safe)."""
+    rng = random.Random(5)
+    names = ["a", "b", "c", "d"]
+    for mode in ("on", "quorum"):
+        raft, pg, switch = ASYNC, None, 0
+        flushed: dict[str, int] = {}
+        lsn = 0
+        for _ in range(400):
+            lsn += rng.randint(0, 5)
+            cands = [Candidate(n, lsn) for n in names if rng.random() < 0.7]
+            for c in cands:
+                flushed[c.name] = lsn if rng.random() < 0.8 else flushed.get(c.name, 0)
+            target = target_set(mode, rng.randint(1, 3), rng.random() < 0.3, cands, raft)
+            step = next_step(raft, pg, target, flushed, switch)
+            if step is None:
+                continue
+            if step.raft is not None:
+                raft = step.raft
+            else:
+                pg, switch = step.postgres, lsn
+            # Running asynchronously (non-strict, no standby) gives the guarantee up on purpose.
+            if pg is not None and not pg.empty:
+                assert raft.covers(pg), (mode, raft, pg)
+
+
+def test_covering_means_every_ack_set_meets_every_promotion_set() -> None:
+    """Brute force: when Raft covers PostgreSQL, any quorum PostgreSQL may count intersects the set
+    of members a promotion must have seen."""
+    names = ["a", "b", "c", "d"]
+    for r_size in range(1, 5):
+        for raft_members in itertools.combinations(names, r_size):
+            for rk in range(1, r_size + 1):
+                raft = SyncSet(frozenset(raft_members), rk)
+                for p_size in range(1, r_size + 1):
+                    for pg_members in itertools.combinations(raft_members, p_size):
+                        for pk in range(rk, p_size + 1):
+                            pg = SyncSet(frozenset(pg_members), pk)
+                            assert raft.covers(pg)
+                            needed = len(raft.members) - raft.quorum + 1
+                            for acked in itertools.combinations(sorted(pg.members), pg.quorum):
+                                for seen in itertools.combinations(sorted(raft.members), needed):
+                                    assert set(acked) & set(seen), (raft, pg, acked, seen)
+
+
+# --- decide() emits the steps ---------------------------------------------------------------------
+
+def _cluster(sync: SyncState, **config: Any) -> ClusterView:
+    members = {
+        "node1": MemberView("node1", role="primary", state="running"),
+        "node2": MemberView("node2", role="replica", state="running"),
+        "node3": MemberView("node3", role="replica", state="running", tags=Tags(nosync=True)),
+        "node4": MemberView("node4", role="replica", state="creating replica"),
+    }
+    return ClusterView(system_identifier="1", lease=LeaseView("node1", "i1", 2, 5, 5.0, False),
+                       members=MappingProxyType(members), config=DynamicConfig(use_slots=False, **config),
+                       sync=sync)
+
+
+def _primary(**kw: Any) -> LocalView:
+    return LocalView(name="node1", instance_id="i1", now=10.0, wall_now=0.0, tags=Tags(),
+                     data_dir=DataDirState.INITIALIZED, role=PgRole.PRIMARY, lease_deadline=14.0, lsn=500, **kw)
+
+
+def test_decide_widens_raft_for_a_new_standby() -> None:
+    local = _primary(postgres_sync=ASYNC, standbys=MappingProxyType({"node2": 500, "node3": 500, "node4": 1}))
+    actions = decide(_cluster(SyncState("node1"), synchronous_mode="on"), local)
+    assert [type(a) for a in actions] == [A.RenewLease, A.SetRaftSync]
+    step = actions[1]
+    # PostgreSQL still acknowledges asynchronously, so Raft may not claim a quorum yet.
+    assert isinstance(step, A.SetRaftSync) and step.members == frozenset({"node2"}) and step.quorum == 0
+
+
+def test_decide_sets_postgres_after_raft() -> None:
+    local = _primary(postgres_sync=None, standbys=MappingProxyType({"node2": 500}))
+    actions = decide(_cluster(SyncState("node1", frozenset({"node2"}), 1), synchronous_mode="quorum"), local)
+    step = actions[1]
+    assert isinstance(step, A.SetPostgresSync) and step.members == frozenset({"node2"})
+
+
+def test_decide_nothing_when_converged_or_off() -> None:
+    local = _primary(postgres_sync=s("node2"), standbys=MappingProxyType({"node2": 500}))
+    assert [type(a) for a in decide(_cluster(SyncState("node1", frozenset({"node2"}), 1),
+                                             synchronous_mode="on"), local)] == [A.RenewLease]
+    assert [type(a) for a in decide(_cluster(SyncState("node1"), synchronous_mode="off"),
+                                    _primary())] == [A.RenewLease]
+
+
+def test_decide_waits_for_flush_before_narrowing() -> None:
+    local = _primary(postgres_sync=s("node2"), standbys=MappingProxyType({"node2": 400}), sync_switch_lsn=450)
+    sync = SyncState("node1", frozenset({"node2", "node3"}), 1)
+    assert [type(a) for a in decide(_cluster(sync, synchronous_mode="on"), local)] == [A.RenewLease]
+    caught_up = _primary(postgres_sync=s("node2"), standbys=MappingProxyType({"node2": 450}), sync_switch_lsn=450)
+    step = decide(_cluster(sync, synchronous_mode="on"), caught_up)[1]
+    assert isinstance(step, A.SetRaftSync) and step.members == frozenset({"node2"})
+
+
+def test_decide_unknown_switch_point_uses_our_position() -> None:
+    behind = _primary(postgres_sync=s("node2"), standbys=MappingProxyType({"node2": 499}))
+    sync = SyncState("node1", frozenset({"node2", "node3"}), 1)
+    assert [type(a) for a in decide(_cluster(sync, synchronous_mode="on"), behind)] == [A.RenewLease]
+
+
+def test_decide_mode_off_unwinds_sync() -> None:
+    local = _primary(postgres_sync=s("node2"), standbys=MappingProxyType({"node2": 500}))
+    step = decide(_cluster(SyncState("node1", frozenset({"node2"}), 1), synchronous_mode="off"), local)[1]
+    assert isinstance(step, A.SetPostgresSync) and step.members == frozenset()

@@ -65,9 +65,10 @@ class Promote(Action):
 
 @dataclass(frozen=True)
 class Demote(Action):
-    """Stop a primary that must not be one; it comes back as a standby on a later cycle."""
+    """Stop a primary that must not be one (or a stuck standby); it comes back as a standby later."""
 
     immediate: bool = True
+    then_rewind: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,13 @@ class SetPostgresSync(Action):
 
     members: frozenset[str] | None
     quorum: int
+
+
+@dataclass(frozen=True)
+class RemoveMember(Action):
+    """Forget a member gone longer than member_slots_ttl (its slot is dropped with it)."""
+
+    name: str
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ def race_blocker(cluster: ClusterView, local: LocalView, *, manual: bool,
     config = cluster.config
     if local.tags.nofailover:
         return "nofailover tag is set"
+    if local.cannot_lead is not None:
+        return local.cannot_lead
     if local.lsn is None:
         return "we cannot tell our own WAL position"
     former = former_primary(cluster)

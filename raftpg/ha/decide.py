@@ -21,6 +21,7 @@ from raftpg.ha.actions import (
     MoveDataAside,
     Promote,
     ReleaseLease,
+    RemoveMember,
     RenewLease,
     Rewind,
     SetPostgresSync,
@@ -33,6 +34,8 @@ from raftpg.ha.candidates import best_switchover_candidate, race_blocker
 from raftpg.ha.sync import ASYNC, Candidate, next_step, target_set
 from raftpg.ha.views import ClusterView, LocalView, PgRole
 from raftpg.postgres.datadir import DataDirState
+
+STEP_DOWN_REQUEST = "step-down"
 
 
 def decide(cluster: ClusterView, local: LocalView) -> list[Action]:
@@ -117,13 +120,30 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
     if local.role is PgRole.UNKNOWN:
         return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
     actions: list[Action] = [renew, *_sync_actions(cluster, local)]
-    if cluster.config.use_slots:
-        members = frozenset(name for name in cluster.members if name != local.name)
-        actions.append(EnsureSlots("replication slots for members", members,
-                                   frozenset(cluster.config.permanent_slots)))
+    expired = sorted(m.name for m in cluster.members.values()
+                     if m.name != local.name and m.age > cluster.config.member_slots_ttl)
+    actions.extend(RemoveMember(f"{name} has not been seen for more than member_slots_ttl "
+                                f"{cluster.config.member_slots_ttl:g}s: forgetting it and its slot", name)
+                   for name in expired)
+    actions.extend(_slots(cluster, local, exclude=frozenset(expired)))
+    if local.cannot_lead is not None:
+        candidate = best_switchover_candidate(cluster, local, None)
+        if candidate is not None:
+            actions.append(Switchover(f"stepping down: {local.cannot_lead}", candidate, STEP_DOWN_REQUEST))
+            return actions
+        actions.append(Idle(f"{local.cannot_lead}, but no healthy replica to hand over to", warning=True))
     if cluster.failover is not None:
         actions.extend(_handle_failover_request(cluster, local))
     return actions
+
+
+def _slots(cluster: ClusterView, local: LocalView, exclude: frozenset[str] = frozenset()) -> list[Action]:
+    """A physical slot for every other member, on the primary and on replicas alike, so a promoted
+    replica already holds the others' slots (replicas advance theirs to their replay position)."""
+    if not cluster.config.use_slots:
+        return []
+    members = frozenset(name for name in cluster.members if name != local.name) - exclude
+    return [EnsureSlots("replication slots for members", members, frozenset(cluster.config.permanent_slots))]
 
 
 def _sync_actions(cluster: ClusterView, local: LocalView) -> list[Action]:
@@ -242,7 +262,7 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
             return [Idle("pg_rewind failed and remove_data_directory_on_rewind_failure is off", warning=True)]
         holder_member = cluster.holder_member
         diverged = (
-            local.was_primary
+            (local.was_primary or local.needs_rewind)
             and holder_member is not None
             and holder_member.timeline is not None
             and local.timeline != holder_member.timeline
@@ -255,6 +275,14 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
         return [StartStandby(f"starting as a standby of {upstream}", upstream)]
     if local.role is PgRole.REPLICA and local.upstream != upstream:
         return [Follow(f"following {upstream} (was {local.upstream})", upstream)]
+    holder_timeline = cluster.holder_member.timeline if cluster.holder_member else None
+    if (local.role is PgRole.REPLICA and local.standby_stuck and holder_timeline is not None
+            and holder_timeline != local.timeline):
+        return [Demote(f"standby has not streamed from {upstream} for longer than ttl and is on timeline "
+                       f"{local.timeline}, the leader on {holder_timeline}: stopping to rewind",
+                       immediate=False, then_rewind=True)]
+    if local.role is PgRole.REPLICA:
+        return [*_slots(cluster, local), Idle(f"replica of {upstream}")]
     return [Idle(f"replica of {upstream}")]
 
 

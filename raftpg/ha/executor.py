@@ -26,6 +26,7 @@ from raftpg.ha.actions import (
     MoveDataAside,
     Promote,
     ReleaseLease,
+    RemoveMember,
     RenewLease,
     Rewind,
     SetPostgresSync,
@@ -36,7 +37,7 @@ from raftpg.ha.actions import (
 )
 from raftpg.ha.candidates import best_switchover_candidate
 from raftpg.ha.lease import LeaseKeeper
-from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.peers import fetch_peer_positions, fetch_status, peer_position_from_status
 from raftpg.ha.status import NodeStatus
 from raftpg.ha.sync import SyncSet, standby_names
 from raftpg.ha.views import ClusterView, LocalView, PgRole
@@ -46,6 +47,14 @@ from raftpg.postgres.errors import PostgresError
 from raftpg.postgres.instance import PostgresInstance
 
 logger = logging.getLogger(__name__)
+
+SELF_RENEWING = (AcquireLease, RenewLease, ReleaseLease, Bootstrap, Switchover)
+
+# Slots a replica keeps for the other members hold WAL from where it has replayed, no further back.
+ADVANCE_STANDBY_SLOTS = (
+    "SELECT pg_replication_slot_advance(slot_name, pg_last_wal_replay_lsn()) FROM pg_replication_slots "
+    "WHERE slot_type = 'physical' AND NOT active AND restart_lsn < pg_last_wal_replay_lsn()"
+)
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,12 @@ class Executor:
         self.state = "stopped"
         self.rewind_failed = False
         self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
+        self.needs_rewind = False  # a standby that could not start or stream: rewind if timelines differ
         self.bootstrap_failed = False
         self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
         self.sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: unknown)
         self.sync_switch_lsn: int | None = None
+        self.promotion_witnesses: frozenset[str] = frozenset()  # sync members we counted on to take the lease
         self.before_demote: Callable[[], None] = lambda: None
 
     # --- helpers -----------------------------------------------------------------------------
@@ -128,9 +139,17 @@ class Executor:
         """Returns (succeeded, lease changed)."""
         logger.debug("carrying out %s", action)
         try:
+            if self.lease.holds(boottime()) and not isinstance(action, SELF_RENEWING):
+                # A promotion or a restart can outlast the lease: keep renewing meanwhile, or the
+                # fence would stop PostgreSQL half-way through.
+                config = self._config()
+                async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
+                    return await self._dispatch(action, local, cluster)
             return await self._dispatch(action, local, cluster)
         except (TimeoutError, PostgresError, ConsensusError, OSError) as exc:
             logger.error("%s failed: %s", type(action).__name__, exc)
+            if isinstance(action, StartStandby):
+                self.needs_rewind = True
             if self.state in ("starting", "stopping"):
                 self.state = "stopped"
             return False, False
@@ -146,6 +165,9 @@ class Executor:
                                 action.expected_version)
                 elif local.role is PgRole.PRIMARY:
                     await self._arm_fence()
+                else:
+                    counted = cluster.sync.members - {self.settings.name}
+                    self.promotion_witnesses = counted if cluster.sync.quorum > 0 else frozenset()
                 return ok, True
             case RenewLease():
                 first = local.lease_deadline is None
@@ -172,8 +194,9 @@ class Executor:
                 await self._start(standby=True, upstream=action.upstream, cluster=cluster)
                 return True, False
             case Promote():
-                return await self._promote(action, local, config), False
+                return await self._promote(action, local, cluster, config), False
             case Demote():
+                self.needs_rewind = self.needs_rewind or action.then_rewind
                 self.before_demote()
                 await self._stop("immediate" if action.immediate else "fast")
                 await self.lease.disarm_fence()
@@ -194,11 +217,17 @@ class Executor:
             case EnsureSlots():
                 await self.pg.ensure_slots(action.members | action.permanent, timeout=config.retry_timeout,
                                            keep=action.permanent)
+                if local.role is PgRole.REPLICA:
+                    await self.pg.execute(ADVANCE_STANDBY_SLOTS, timeout=config.retry_timeout)
+                return True, False
+            case RemoveMember():
+                logger.warning("%s", action.reason)
+                await self.raft.remove_member(action.name, timeout=config.retry_timeout)
                 return True, False
             case SetRaftSync():
-                sync = {"leader": self.settings.name, "members": sorted(action.members), "quorum": action.quorum}
+                record = {"leader": self.settings.name, "members": sorted(action.members), "quorum": action.quorum}
                 version = self.raft.snapshot().lease.version
-                ok = await self.raft.set_sync(self.settings.name, self.lease.instance_id, version, sync,
+                ok = await self.raft.set_sync(self.settings.name, self.lease.instance_id, version, record,
                                               timeout=config.retry_timeout)
                 logger.info("%s: %s", action.reason, "published" if ok else "refused (no longer the holder)")
                 return ok, ok
@@ -291,9 +320,45 @@ class Executor:
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
         self.rewound = True
+        self.needs_rewind = False
         return True
 
-    async def _promote(self, action: Promote, local: LocalView, config: DynamicConfig) -> bool:
+    async def _stop_and_report(self, cluster: ClusterView, own_lsn: int, timeout: float) -> str | None:
+        """Rule 5: the synchronous members we counted on stop streaming from the old primary (they
+        follow us as soon as they see our lease) and report how far they got; a frozen old primary
+        can then no longer collect acknowledgements, and none of them may be ahead of us."""
+        witnesses = [cluster.members[n] for n in sorted(self.promotion_witnesses) if n in cluster.members]
+        self.promotion_witnesses = frozenset()
+        if not witnesses:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = {m.name: m for m in witnesses}
+        async with aiohttp.ClientSession() as session:
+            while pending and loop.time() < deadline:
+                for name, member in list(pending.items()):
+                    body = await fetch_status(session, member, timeout=1.0)
+                    if body is None:
+                        continue
+                    upstream = (body.get("raftpg") or {}).get("upstream")
+                    position = peer_position_from_status(name, body)
+                    if position.lsn is not None and position.lsn > own_lsn:
+                        return f"synchronous member {name} is ahead of us ({position.lsn} > {own_lsn})"
+                    if upstream in (None, self.settings.name) or position.role != "replica":
+                        del pending[name]
+                if pending:
+                    await asyncio.sleep(0.05)
+        if pending:
+            logger.warning("promoting without a report from %s (unreachable or slow)", sorted(pending))
+        return None
+
+    async def _promote(self, action: Promote, local: LocalView, cluster: ClusterView,
+                       config: DynamicConfig) -> bool:
+        problem = await self._stop_and_report(cluster, local.lsn or 0, timeout=config.retry_timeout)
+        if problem is not None:
+            logger.error("not promoting: %s; releasing the lease", problem)
+            await self.lease.release(timeout=config.retry_timeout)
+            return False
         await self._arm_fence()
         self.rewound = False
         self._block_commits_until_sync()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from raftpg.clock import boottime
 from raftpg.consensus import ConsensusError, RaftNode
+from raftpg.ha.watchdog import Watchdog, WatchdogError
 from raftpg.postgres.fence import FenceClient
 
 logger = logging.getLogger(__name__)
@@ -29,9 +30,11 @@ def fence_margin(ttl: float) -> float:
 
 
 class LeaseKeeper:
-    def __init__(self, raft: RaftNode, fence: FenceClient, name: str, instance_id: str) -> None:
+    def __init__(self, raft: RaftNode, fence: FenceClient, name: str, instance_id: str,
+                 watchdog: Watchdog | None = None) -> None:
         self._raft = raft
         self._fence = fence
+        self._watchdog = watchdog
         self.name = name
         self.instance_id = instance_id
         self.deadline: float | None = None
@@ -78,6 +81,11 @@ class LeaseKeeper:
         self.ttl = ttl
         if self._fence.is_armed():
             self._fence.feed(self.deadline - fence_margin(ttl))
+        if self._watchdog is not None and self._watchdog.armed:
+            try:
+                self._watchdog.keepalive()
+            except WatchdogError as exc:
+                logger.error("watchdog keepalive failed: %s", exc)
 
     async def arm_fence(self, postmaster_pid: int) -> None:
         if self.deadline is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from dataclasses import replace
@@ -38,6 +39,7 @@ from raftpg.ha.views import (
     PgRole,
     SyncState,
 )
+from raftpg.ha.watchdog import Watchdog, WatchdogError
 from raftpg.postgres.controldata import ControlData
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.fence import FenceClient
@@ -47,6 +49,7 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
+MIN_FREE_BYTES = 256 * 2**20  # below this on pg_wal's or Raft's filesystem a node steps down
 
 
 class HaLoop:
@@ -55,7 +58,9 @@ class HaLoop:
         self.raft = raft
         self.pg = pg
         self.instance_id = uuid.uuid4().hex
-        self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id)
+        self.watchdog = Watchdog(settings.watchdog, settings.bootstrap.dcs.ttl)
+        self._watchdog_problem: str | None = None
+        self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id, self.watchdog)
         self.executor = Executor(settings, raft, pg, self.lease, self.config)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -66,6 +71,7 @@ class HaLoop:
         self._http: aiohttp.ClientSession | None = None
         self.cycles = 0
         self._scheduled_restart: float | None = None
+        self._not_streaming_since: float | None = None
 
     # --- what the API reads ------------------------------------------------------------------
     def status(self) -> NodeStatus:
@@ -178,7 +184,26 @@ class HaLoop:
             if not ok:
                 break
         self._status = self._build_status(local, pg_status, cluster, config, actions)
+        await self._steer_watchdog(config)
         return again
+
+    async def _steer_watchdog(self, config: DynamicConfig) -> None:
+        """Armed exactly while we are the primary holding the lease and not paused."""
+        wanted = self._status.role == "primary" and self.lease.holds(boottime()) and not config.pause
+        if wanted and not self.watchdog.armed:
+            self.watchdog.ttl = config.ttl
+            try:
+                armed = await self.watchdog.arm()
+            except (WatchdogError, ValueError) as exc:
+                self._watchdog_problem = f"watchdog is required but cannot be armed: {exc}"
+                logger.error("%s", self._watchdog_problem)
+                return
+            self._watchdog_problem = None
+            if armed:
+                logger.info("watchdog armed (%ss)", self.watchdog.timeout)
+        elif not wanted and self.watchdog.armed:
+            await self.watchdog.disarm()
+            logger.info("watchdog disarmed")
 
     async def _controldata(self, config: DynamicConfig) -> ControlData | None:
         if self.pg.data_dir_state() is not DataDirState.INITIALIZED:
@@ -242,13 +267,41 @@ class HaLoop:
             standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication
                                        if r.state == "streaming" and r.flush_lsn is not None}),
             sync_switch_lsn=self.executor.sync_switch_lsn,
+            cannot_lead=self._cannot_lead(),
+            needs_rewind=self.executor.needs_rewind,
+            standby_stuck=self._standby_stuck(role, pg, now, config.ttl),
         )
+
+    def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
+        if role is not PgRole.REPLICA or pg.streaming:
+            self._not_streaming_since = None
+            return False
+        if self._not_streaming_since is None:
+            self._not_streaming_since = now
+        return now - self._not_streaming_since > ttl
+
+    def _cannot_lead(self) -> str | None:
+        """A required watchdog we cannot arm, or pg_wal or the Raft journal close to filling its
+        disk (a full Raft disk is SIGBUS)."""
+        if self._watchdog_problem is not None:
+            return self._watchdog_problem
+        wal = self.settings.postgresql.data_dir / "pg_wal"
+        for label, path in (("pg_wal", wal if wal.exists() else self.settings.postgresql.data_dir.parent),
+                            ("the Raft directory", self.settings.raft.data_dir)):
+            try:
+                stats = os.statvfs(path)
+            except OSError:
+                continue
+            free = stats.f_bavail * stats.f_frsize
+            if free < MIN_FREE_BYTES:
+                return f"disk nearly full: {label} has {free // 2**20} MiB free (< {MIN_FREE_BYTES // 2**20} MiB)"
+        return None
 
     def _cluster_view(self, snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
         lease = snap.lease
+        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in snap.members}
         members = {
-            name: MemberView.from_record(name, record,
-                                         fresh=now - snap.member_applied_at.get(name, 0.0) < config.ttl)
+            name: MemberView.from_record(name, record, fresh=ages[name] < config.ttl, age=ages[name])
             for name, record in snap.members.items()
         }
         return ClusterView(
@@ -343,6 +396,7 @@ class HaLoop:
 
     async def shutdown(self, handover_timeout: float) -> None:
         """Clean stop (rule 4): hand the lease to the best replica, or stop and release."""
+        await self.watchdog.disarm()
         await self.executor.shutdown(self._status, self._cluster_view(self.raft.snapshot(), self.config(),
                                                                        boottime()), handover_timeout,
                                      self.invalidate_primary_status)

@@ -26,14 +26,22 @@ async def fetch_peer_positions(
 
 
 async def _ask(session: aiohttp.ClientSession, member: MemberView, timeout: float) -> PeerPosition:
+    body = await fetch_status(session, member, timeout)
+    if body is None:
+        return PeerPosition(name=member.name, reachable=False)
+    return peer_position_from_status(member.name, body)
+
+
+async def fetch_status(session: aiohttp.ClientSession, member: MemberView, timeout: float) -> dict[str, Any] | None:
+    """A member's /patroni document, or None if it does not answer in time."""
     try:
         async with session.get(f"{member.api_url}/patroni",
                                timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             body = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         logger.debug("peer %s unreachable: %s", member.name, exc)
-        return PeerPosition(name=member.name, reachable=False)
-    return peer_position_from_status(member.name, body)
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def peer_position_from_status(name: str, body: Mapping[str, Any]) -> PeerPosition:

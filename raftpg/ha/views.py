@@ -58,9 +58,10 @@ class MemberView:
     lsn: int | None = None
     tags: Tags = field(default_factory=Tags)
     fresh: bool = True  # its last heartbeat was applied less than ttl ago
+    age: float = 0.0  # seconds since its last heartbeat was applied here
 
     @staticmethod
-    def from_record(name: str, record: Mapping[str, Any], fresh: bool) -> MemberView:
+    def from_record(name: str, record: Mapping[str, Any], fresh: bool, age: float = 0.0) -> MemberView:
         tags = record.get("tags") or {}
         return MemberView(
             name=name,
@@ -81,6 +82,7 @@ class MemberView:
                 replicatefrom=tags.get("replicatefrom"),
             ),
             fresh=fresh,
+            age=age,
         )
 
 
@@ -181,6 +183,9 @@ class LocalView:
     postgres_sync: SyncSet | None = ASYNC  # what synchronous_standby_names guarantees; None: blocking
     standbys: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # streaming: flush LSN
     sync_switch_lsn: int | None = None  # where PostgreSQL last changed synchronous_standby_names
+    needs_rewind: bool = False  # our standby could not start or stream: rewind if the timeline differs
+    standby_stuck: bool = False  # running standby that has not streamed for longer than ttl
+    cannot_lead: str | None = None  # disk nearly full, required watchdog unavailable: step down, never lead
 
     def holds_lease(self, lease: LeaseView) -> bool:
         """The lease is ours in the log, and this process renewed it and the renewal committed."""

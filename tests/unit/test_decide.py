@@ -375,7 +375,8 @@ def test_best_candidate_requires_healthy_named_member() -> None:
 @pytest.mark.parametrize(
     ("the_cluster", "the_local", "expected"),
     [
-        pytest.param(cluster(), local(), [A.Idle], id="streaming-replica"),
+        pytest.param(cluster(), local(), [A.EnsureSlots, A.Idle], id="streaming-replica-keeps-slots"),
+        pytest.param(cluster(use_slots=False), local(), [A.Idle], id="streaming-replica-no-slots"),
         pytest.param(cluster(), local(role=PgRole.PRIMARY), [A.Demote], id="second-primary-demotes"),
         pytest.param(cluster(pause=True), local(role=PgRole.PRIMARY), [A.Demote], id="demote-even-paused"),
         pytest.param(cluster(), local(data_dir=DataDirState.EMPTY, role=PgRole.STOPPED), [A.Clone], id="clone"),
@@ -424,8 +425,8 @@ def test_cascading_replicatefrom() -> None:
     follow = decide(cluster(), me)[0]
     assert isinstance(follow, A.Follow) and follow.upstream == "node3"
     gone = cluster(members=[member("node1", role="primary"), member("node3", fresh=False)])
-    assert kinds(decide(gone, replace(me, upstream="node1"))) == [A.Idle]
-    assert kinds(decide(cluster(), local(tags=Tags(replicatefrom="node2")))) == [A.Idle]
+    assert kinds(decide(gone, replace(me, upstream="node1"))) == [A.EnsureSlots, A.Idle]
+    assert kinds(decide(cluster(), local(tags=Tags(replicatefrom="node2")))) == [A.EnsureSlots, A.Idle]
 
 
 def test_clone_prefers_clonefrom_member() -> None:
@@ -451,3 +452,49 @@ def test_views_parse_records() -> None:
     assert req.leader is None and req.candidate == "b" and req.scheduled_at == 5.0
     assert SyncState.from_record({"leader": "a", "members": ["b"], "quorum": 1}).members == frozenset({"b"})
     assert cluster().holder_member is not None and cluster(lease(None, None)).holder_member is None
+
+
+def test_replica_slots_cover_every_other_member() -> None:
+    slots = decide(cluster(), local())[0]
+    assert isinstance(slots, A.EnsureSlots) and slots.members == frozenset({"node1", "node3"})
+
+
+def test_member_gone_longer_than_member_slots_ttl_is_forgotten() -> None:
+    members = [member("node1", role="primary"), member("node2"), replace(member("node3", fresh=False), age=100.0)]
+    actions = decide(cluster(members=members, member_slots_ttl=60), holder())
+    assert kinds(actions) == [A.RenewLease, A.RemoveMember, A.EnsureSlots]
+    remove, slots = actions[1], actions[2]
+    assert isinstance(remove, A.RemoveMember) and remove.name == "node3"
+    assert isinstance(slots, A.EnsureSlots) and slots.members == frozenset({"node2"})
+
+
+def test_primary_with_a_full_disk_hands_over() -> None:
+    actions = decide(cluster(), holder(cannot_lead="pg_wal has 10 MB free"))
+    switch = actions[-1]
+    assert isinstance(switch, A.Switchover) and "pg_wal has 10 MB free" in switch.reason
+
+
+def test_primary_with_a_full_disk_and_no_candidate_keeps_running_and_warns() -> None:
+    lonely = cluster(members=[member("node1", role="primary")])
+    actions = decide(lonely, holder(cannot_lead="pg_wal has 10 MB free"))
+    assert kinds(actions) == [A.RenewLease, A.EnsureSlots, A.Idle] and actions[-1].warning
+
+
+def test_replica_with_a_full_disk_does_not_race() -> None:
+    actions = decide(cluster(OPEN), local(cannot_lead="raft directory has 1 MB free"))
+    assert kinds(actions) == [A.Idle] and "raft directory" in actions[0].reason
+
+
+def test_stuck_standby_on_another_timeline_stops_to_rewind() -> None:
+    the_cluster = cluster(members=[member("node1", role="primary", timeline=3), member("node2")])
+    actions = decide(the_cluster, local(timeline=2, standby_stuck=True))
+    demote = actions[0]
+    assert isinstance(demote, A.Demote) and demote.then_rewind and not demote.immediate
+    assert kinds(decide(the_cluster, local(timeline=3, standby_stuck=True))) == [A.EnsureSlots, A.Idle]
+    assert kinds(decide(the_cluster, local(timeline=2, standby_stuck=False))) == [A.EnsureSlots, A.Idle]
+
+
+def test_standby_that_failed_to_start_rewinds_when_timelines_differ() -> None:
+    the_cluster = cluster(members=[member("node1", role="primary", timeline=3), member("node2")])
+    actions = decide(the_cluster, local(role=PgRole.STOPPED, timeline=2, needs_rewind=True))
+    assert kinds(actions) == [A.Rewind]

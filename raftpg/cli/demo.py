@@ -19,8 +19,8 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run a local 3-node cluster on loopback (Ctrl-C stops it)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put it (default: a temporary directory)")
     parser.add_argument("--ttl", type=float, default=5.0, help="lease ttl in seconds")
-    parser.add_argument("--synchronous-mode", default="off", choices=["off", "on", "quorum"],
-                        help="quorum/on are validated but not yet enforced (see README Limitations)")
+    parser.add_argument("--synchronous-mode", default="quorum", choices=["off", "on", "quorum"],
+                        help="synchronous replication mode of the demo cluster (default: quorum, safe)")
     parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for the cluster")
     parser.set_defaults(func=run_demo)
 

@@ -2,7 +2,9 @@
 benchmark adapter.
 
 Every process it starts is recorded by PID and stopped by PID. Run as root, it starts the nodes as
-an unprivileged OS user (PostgreSQL refuses root) in directories that user owns.
+an unprivileged OS user (PostgreSQL refuses root) in directories that user owns. With `netns=True`
+(root only) each node instead runs in its own network namespace on a private bridge (netns.py),
+so that `cut()` can partition it and `heal()` reconnect it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from raftpg.cli.netns import NetnsHosts
 from raftpg.config import discover_bin_dir, generate_raft_password
 
 T = TypeVar("T")
@@ -39,6 +42,15 @@ TEST_PARAMETERS = {
     "wal_writer_delay": "10ms",
     "checkpoint_timeout": "30s",
 }
+
+# Namespace hosts each have their own address, so their ports can be fixed; they still differ per
+# node because the safety checker keys probes and writes by server port.
+NETNS_RAFT_PORT = 5010
+NETNS_API_PORT = 8008
+NETNS_PG_PORT = 5432
+# A cut-off server never answers: without keepalives a client waits in recv() until the partition
+# heals and then records an acknowledgement whose interval spans the whole partition.
+NETNS_CLIENT_OPTIONS = "keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
 
 
 @dataclass
@@ -57,10 +69,11 @@ class Node:
     data_dir: Path
     raft_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.api}"
+        return f"http://{self.host}:{self.ports.api}"
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -113,25 +126,45 @@ class LocalCluster:
     api_auth: tuple[str, str] = ("admin", "admin-password")
     os_user: str | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
+    netns: bool = False
+    _net: NetnsHosts | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.os_user is None and os.geteuid() == 0:
             self.os_user = "postgres"
+        if self.netns:
+            self._net = NetnsHosts(self.size)
+            self._net.create()
+        try:
+            self._create_nodes()
+        except BaseException:
+            if self._net is not None:
+                self._net.destroy()
+            raise
+
+    def _create_nodes(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
-        ports = free_ports(self.size * 3)
+        ports = free_ports(self.size * 3) if self._net is None else []
         for i in range(self.size):
             name = f"node{i + 1}"
             node_dir = self.base_dir / name
             node_dir.mkdir(exist_ok=True)
             self._chown(node_dir)
+            if self._net is None:
+                host, node_ports = "127.0.0.1", NodePorts(raft=ports[3 * i], api=ports[3 * i + 1], pg=ports[3 * i + 2])
+            else:
+                host = self._net.address(i + 1)
+                node_ports = NodePorts(raft=NETNS_RAFT_PORT + i + 1, api=NETNS_API_PORT + i + 1,
+                                       pg=NETNS_PG_PORT + i + 1)
             self.nodes[name] = Node(
                 name=name,
-                ports=NodePorts(raft=ports[3 * i], api=ports[3 * i + 1], pg=ports[3 * i + 2]),
+                ports=node_ports,
                 config_path=node_dir / "node.yml",
                 log_path=node_dir / "raftpg.log",
                 data_dir=node_dir / "pgdata",
                 raft_dir=node_dir / "raft",
+                host=host,
             )
         for node in self.nodes.values():
             self.write_config(node)
@@ -163,6 +196,7 @@ class LocalCluster:
                 name=doc["name"],
                 ports=NodePorts(raft=_port(doc["raft"]["self_addr"]), api=_port(doc["restapi"]["listen"]),
                                 pg=_port(doc["postgresql"]["listen"])),
+                host=doc["restapi"]["connect_address"].rsplit(":", 1)[0],
                 config_path=path,
                 log_path=path.parent / "raftpg.log",
                 data_dir=Path(doc["postgresql"]["data_dir"]),
@@ -190,19 +224,19 @@ class LocalCluster:
             "scope": self.scope,
             "name": node.name,
             "raft": {
-                "self_addr": f"127.0.0.1:{node.ports.raft}",
-                "partner_addrs": [f"127.0.0.1:{n.ports.raft}" for n in self.nodes.values() if n is not node],
+                "self_addr": f"{node.host}:{node.ports.raft}",
+                "partner_addrs": [f"{n.host}:{n.ports.raft}" for n in self.nodes.values() if n is not node],
                 "data_dir": str(node.raft_dir),
                 "password": self.password,
             },
             "restapi": {
-                "listen": f"127.0.0.1:{node.ports.api}",
-                "connect_address": f"127.0.0.1:{node.ports.api}",
+                "listen": f"{node.host}:{node.ports.api}",
+                "connect_address": f"{node.host}:{node.ports.api}",
                 "authentication": {"username": self.api_auth[0], "password": self.api_auth[1]},
             },
             "postgresql": {
-                "listen": f"127.0.0.1:{node.ports.pg}",
-                "connect_address": f"127.0.0.1:{node.ports.pg}",
+                "listen": f"{node.host}:{node.ports.pg}",
+                "connect_address": f"{node.host}:{node.ports.pg}",
                 "data_dir": str(node.data_dir),
                 "bin_dir": str(bin_dir) if bin_dir else None,
                 "socket_dir": str(node.data_dir.parent),
@@ -239,13 +273,28 @@ class LocalCluster:
         self._chown(node.log_path)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
         env["PYTHONUNBUFFERED"] = "1"
-        node.process = subprocess.Popen(
-            [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            user=self.os_user, group=self._group(), start_new_session=True, cwd=str(self.base_dir),
-        )
-        log.close()
+        argv = [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path)]
+        try:
+            if self._net is None:
+                node.process = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    user=self.os_user, group=self._group(), start_new_session=True, cwd=str(self.base_dir),
+                )
+            else:
+                # setns needs root, so the prefix drops to os_user itself (after entering the namespace).
+                self._net.create()
+                node.process = subprocess.Popen(
+                    [*self._net.exec_prefix(self._index(name), self.os_user), *argv],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True, cwd=str(self.base_dir),
+                )
+        finally:
+            log.close()
         node.pid_file.write_text(f"{node.process.pid}\n")
+
+    def _index(self, name: str) -> int:
+        """1-based position of a node: its namespace host number."""
+        return list(self.nodes).index(name) + 1
 
     def _group(self) -> int | None:
         return pwd.getpwnam(self.os_user).pw_gid if self.os_user else None
@@ -296,8 +345,33 @@ class LocalCluster:
             self.kill_node(name)
             return None
 
+    def cut(self, name: str) -> None:
+        """Partition one node from every other node and from this process (netns clusters only)."""
+        self._require_net().cut(self._index(name))
+
+    def heal(self, name: str) -> None:
+        self._require_net().heal(self._index(name))
+
+    def netns_exec(self, name: str) -> list[str]:
+        """argv prefix that runs a command as root inside a node's namespace, e.g. a client that must
+        keep reaching that node while it is cut off."""
+        return self._require_net().exec_prefix(self._index(name), user=None)
+
+    def _require_net(self) -> NetnsHosts:
+        if self._net is None or not self._net.active:
+            raise RuntimeError("cut/heal need a running LocalCluster(netns=True)")
+        return self._net
+
     def stop(self) -> None:
-        """Stop everything this launcher started, by PID: raftpg, then leftovers (fence, postmaster)."""
+        """Stop everything this launcher started, by PID: raftpg, then leftovers (fence, postmaster);
+        then remove the namespace hosts, if any (start() builds them again)."""
+        try:
+            self._stop_processes()
+        finally:
+            if self._net is not None:
+                self._net.destroy()
+
+    def _stop_processes(self) -> None:
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -393,14 +467,18 @@ class LocalCluster:
         return wait_for(probe, timeout, "a primary with all running members streaming")
 
     def dsn(self, name: str, dbname: str = "postgres") -> str:
-        return (f"host=127.0.0.1 port={self.nodes[name].ports.pg} user=postgres password=postgres-secret "
-                f"dbname={dbname} connect_timeout=2")
+        node = self.nodes[name]
+        return (f"host={node.host} port={node.ports.pg} user=postgres password=postgres-secret "
+                f"dbname={dbname} connect_timeout=2{self._client_options()}")
 
     def dsn_any_primary(self) -> str:
-        hosts = ",".join("127.0.0.1" for _ in self.nodes)
+        hosts = ",".join(n.host for n in self.nodes.values())
         ports = ",".join(str(n.ports.pg) for n in self.nodes.values())
         return (f"host={hosts} port={ports} user=postgres password=postgres-secret dbname=postgres "
-                "connect_timeout=2 target_session_attrs=read-write")
+                f"connect_timeout=2 target_session_attrs=read-write{self._client_options()}")
+
+    def _client_options(self) -> str:
+        return "" if self._net is None else " " + NETNS_CLIENT_OPTIONS
 
     def pids(self) -> Iterator[tuple[str, int]]:
         for node in self.nodes.values():

@@ -124,11 +124,10 @@ def ready(cluster: LocalCluster) -> Iterator[LocalCluster]:
         if node.raftpg_pid() is None:
             cluster.start_node(name)
     set_pause(cluster, False)
-    for name in running(cluster):
-        status, body = cluster.api_get(name, "/cluster")
-        if status == 200 and isinstance(body, dict) and (body.get("raftpg") or {}).get("failover"):
-            cluster.api_request(name, "DELETE", "/switchover")
-        break
+    name = running(cluster)[0]
+    status, body = cluster.api_get(name, "/cluster")
+    if status == 200 and isinstance(body, dict) and (body.get("raftpg") or {}).get("failover"):
+        cluster.api_request(name, "DELETE", "/switchover")
     cluster.wait_healthy(HEALTHY_TIMEOUT)
     yield cluster
 

@@ -86,7 +86,7 @@ class Executor:
         self.before_demote: Callable[[], None] = lambda: None
 
     # --- helpers -----------------------------------------------------------------------------
-    def _parameters(self) -> dict[str, str]:
+    def parameters(self) -> dict[str, str]:
         return build_parameters(self.settings.postgresql, self._config().parameters,
                                 synchronous_standby_names=self.sync_names or "")
 
@@ -119,7 +119,7 @@ class Executor:
         address = self._address(cluster, upstream) if upstream is not None else None
         await self.pg.start(standby=standby, upstream=address,
                             slot=slot_name_for(self.settings.name) if standby and upstream else None,
-                            parameters=self._parameters(), timeout=self._slow_timeout())
+                            parameters=self.parameters(), timeout=self._slow_timeout())
         self.upstream = upstream if standby else None
         self.state = "running"
 
@@ -203,7 +203,7 @@ class Executor:
                 return True, True
             case Follow():
                 await self.pg.follow(self._address(cluster, action.upstream), slot_name_for(self.settings.name),
-                                     self._parameters(), timeout=config.retry_timeout)
+                                     self.parameters(), timeout=config.retry_timeout)
                 self.upstream = action.upstream
                 return True, False
             case Rewind():
@@ -244,7 +244,7 @@ class Executor:
         sync = None if action.members is None else SyncSet(action.members, action.quorum)
         names = standby_names(config.synchronous_mode, sync)
         self.sync_names = names
-        await self.pg.reload(parameters=self._parameters(), timeout=config.retry_timeout)
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + config.retry_timeout
         while True:
@@ -267,7 +267,7 @@ class Executor:
                     await self.pg.initdb(self.settings.bootstrap.initdb, timeout=self._slow_timeout())
                 self.state = "starting"
                 self.sync_names = ""  # no standby exists yet; the roles below must commit
-                await self.pg.start(standby=False, upstream=None, slot=None, parameters=self._parameters(),
+                await self.pg.start(standby=False, upstream=None, slot=None, parameters=self.parameters(),
                                     timeout=self._slow_timeout())
                 await self._arm_fence()
                 await self.pg.bootstrap_roles(timeout=config.retry_timeout)
@@ -362,7 +362,7 @@ class Executor:
         await self._arm_fence()
         self.rewound = False
         self._block_commits_until_sync()
-        await self.pg.reload(parameters=self._parameters(), timeout=config.retry_timeout)
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
         old_timeline = local.timeline
         await self.pg.promote(timeout=self._slow_timeout())
         self.upstream = None
@@ -434,7 +434,7 @@ class Executor:
         config = self._config()
         try:
             if request.kind == "reload":
-                await self.pg.reload(parameters=self._parameters(), upstream=self._upstream_address(cluster),
+                await self.pg.reload(parameters=self.parameters(), upstream=self._upstream_address(cluster),
                                      slot=slot_name_for(self.settings.name) if self.upstream else None,
                                      timeout=config.retry_timeout)
             elif request.kind == "restart":
@@ -461,8 +461,14 @@ class Executor:
 
     async def shutdown(self, status: NodeStatus, cluster: ClusterView, timeout: float,
                        before_demote: Callable[[], None]) -> None:
-        """Clean stop: a primary hands over (rule 4) or stops and releases; a replica just stops."""
+        """Clean stop: a primary hands over (rule 4) or stops and releases; a replica just stops.
+
+        Paused, PostgreSQL is left running and the lease as it is (rolling upgrades); the fence
+        stays armed, so a primary whose raftpg does not come back in time is still stopped."""
         config = self._config()
+        if config.pause:
+            logger.info("paused: leaving PostgreSQL running and the lease as it is")
+            return
         local_name = self.settings.name
         holds = self.lease.holds(boottime()) and status.role == "primary"
         if holds:

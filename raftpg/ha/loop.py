@@ -42,6 +42,7 @@ from raftpg.ha.views import (
 from raftpg.ha.watchdog import Watchdog, WatchdogError
 from raftpg.postgres.controldata import ControlData
 from raftpg.postgres.datadir import DataDirState
+from raftpg.postgres.errors import PostgresError
 from raftpg.postgres.fence import FenceClient
 from raftpg.postgres.instance import PostgresInstance
 from raftpg.postgres.status import PgStatus
@@ -72,6 +73,7 @@ class HaLoop:
         self.cycles = 0
         self._scheduled_restart: float | None = None
         self._not_streaming_since: float | None = None
+        self._config_applied: int | None = None
 
     # --- what the API reads ------------------------------------------------------------------
     def status(self) -> NodeStatus:
@@ -169,6 +171,8 @@ class HaLoop:
             assert self._http is not None
             peers = await fetch_peer_positions(self._http, others, timeout=min(2.0, config.retry_timeout))
             cluster = replace(cluster, peers=MappingProxyType(peers))
+        if pg_status.running and snap.config_version != self._config_applied:
+            await self._apply_dynamic_parameters(config, snap.config_version)
         if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
             self._scheduled_restart = None
             self.executor.requests.append((LocalRequest("restart"), None))
@@ -205,6 +209,18 @@ class HaLoop:
             await self.watchdog.disarm()
             logger.info("watchdog disarmed")
 
+    async def _apply_dynamic_parameters(self, config: DynamicConfig, version: int) -> None:
+        """An edited dynamic configuration reaches PostgreSQL by a reload; parameters that need a
+        restart then show as pending_restart until `restart --pending`."""
+        try:
+            await self.pg.reload(parameters=self.executor.parameters(), timeout=config.retry_timeout)
+        except (PostgresError, OSError) as exc:
+            logger.warning("could not apply configuration version %s: %s", version, exc)
+            return
+        if self._config_applied is not None:
+            logger.info("applied dynamic configuration version %s (reload)", version)
+        self._config_applied = version
+
     async def _controldata(self, config: DynamicConfig) -> ControlData | None:
         if self.pg.data_dir_state() is not DataDirState.INITIALIZED:
             return None
@@ -235,8 +251,8 @@ class HaLoop:
         else:
             role = PgRole.STOPPED
         holder = snap.lease.holder == self.settings.name and snap.lease.instance_id == self.instance_id
-        if role is PgRole.PRIMARY or not holder:
-            self._pg_down_since = None
+        if role is PgRole.PRIMARY or not holder or config.pause:
+            self._pg_down_since = None  # paused time does not count towards primary_start_timeout
         elif self._pg_down_since is None:
             self._pg_down_since = now
         primary = pg.running and pg.in_recovery is False

@@ -148,7 +148,9 @@ def test_clean_stop_of_primary_hands_over_fast(healthy: LocalCluster) -> None:
         time.sleep(1)
         checker.verify()
     assert new != primary
-    assert handover < healthy.ttl, f"hand-over took {handover:.1f}s, not under ttl {healthy.ttl}"
+    log = healthy.nodes[primary].log_path.read_text()
+    assert f"lease handed to {new}" in log, "the lease expired instead of being handed over"
+    print(f"hand-over after a clean stop: {handover:.2f}s")
     healthy.start_node(primary)
     healthy.wait_healthy(90)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import TEST_PARAMETERS, LocalCluster, free_ports, wait_for
+from raftpg.cli.launcher import LocalCluster, free_ports, wait_for
 from tests.cluster.conftest import make_cluster
 
 HAPROXY = shutil.which("haproxy")
@@ -29,13 +29,9 @@ CHECK_INTERVAL = 0.5  # seconds: `inter 500` below
 # Time between our own polls, added to the bound: we see a change up to one poll late.
 POLL = 0.05
 
-# See test_operator.py: a short wal_retrieve_retry_interval keeps a promotion prompt on PostgreSQL 15.
-PARAMETERS = {**TEST_PARAMETERS, "wal_retrieve_retry_interval": "200ms"}
-
-
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2, parameters=PARAMETERS)
+    yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -20,7 +22,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems(args.config, exc)
         return 2
+    if args.recover_quorum:
+        if not args.force:
+            print("--recover-quorum makes this node a Raft cluster of one, keeping its copy of the state.\n"
+                  "Only do this when the other members are lost for good (a majority that is merely cut\n"
+                  "off may have moved on without this node). Repeat with --force to proceed.", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, raft=dataclasses.replace(settings.raft, partner_addrs=()))
     setup_logging(settings.log, settings.name)
+    if args.recover_quorum:
+        logging.getLogger("raftpg").warning(
+            "quorum recovery: running as a one-member Raft cluster from this node's state; afterwards "
+            "wipe the other members' Raft directories, restart this node with its normal configuration, "
+            "then start them")
     return asyncio.run(run_daemon(settings))
 
 
@@ -56,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the raftpg daemon for one node (foreground)")
     run.add_argument("-c", "--config", required=True, help="node configuration file (YAML)")
+    run.add_argument("--recover-quorum", action="store_true",
+                     help="after losing the Raft majority for good: run as a one-member cluster from this "
+                          "node's state (needs --force; see README 'Losing quorum')")
+    run.add_argument("--force", action="store_true", help="confirm --recover-quorum")
     run.set_defaults(func=_cmd_run)
 
     config = sub.add_parser("config", help="validate a configuration or print a sample")

@@ -23,7 +23,17 @@ from raftpg import __version__
 from raftpg.clock import boottime
 from raftpg.config import ConfigError, DynamicConfig, Settings
 from raftpg.consensus import ConsensusError, RaftNode, Snapshot
-from raftpg.ha.actions import Action, Idle
+from raftpg.ha.actions import (
+    AcquireLease,
+    Action,
+    ClearFailover,
+    EnsureSlots,
+    Idle,
+    RemoveMember,
+    RenewLease,
+    SetPostgresSync,
+    SetRaftSync,
+)
 from raftpg.ha.decide import decide
 from raftpg.ha.executor import Executor, LocalRequest
 from raftpg.ha.lease import LeaseKeeper, fence_margin
@@ -50,6 +60,9 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
+# Actions after which PostgreSQL's role, state and upstream are what they were before.
+KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
+                        RemoveMember)
 MIN_FREE_BYTES = 256 * 2**20  # below this on pg_wal's or Raft's filesystem a node steps down
 
 
@@ -176,17 +189,25 @@ class HaLoop:
         if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
             self._scheduled_restart = None
             self.executor.requests.append((LocalRequest("restart"), None))
+        served = bool(self.executor.requests)
         await self.executor.serve_requests(local, cluster)
         actions = decide(cluster, local)
         self._log_decision(actions)
         again = False
+        changed_postgres = served
         for action in actions:
             if isinstance(action, Idle):
                 continue
+            changed_postgres = changed_postgres or not isinstance(action, KEEPS_POSTGRES_AS_IS)
             ok, lease_changed = await self.executor.carry_out(action, local, cluster)
             again = again or lease_changed
             if not ok:
                 break
+        if changed_postgres:
+            # Health answers must describe PostgreSQL as it is now, not as it was before we acted.
+            pg_status = await self.pg.status(timeout=config.retry_timeout)
+            control = None if pg_status.running else await self._controldata(config)
+            local = self._local_view(self.raft.snapshot(), config, pg_status, control, boottime())
         self._status = self._build_status(local, pg_status, cluster, config, actions)
         await self._steer_watchdog(config)
         return again

@@ -4,8 +4,9 @@ Fault kinds: kill -9 of the primary's whole node (restarted after a random delay
 primary's postmaster only, SIGSTOP of the primary's raftpg beyond ttl (then SIGCONT), a partition
 of the primary beyond ttl (then heal; --netns, root only), and kill -9 of a replica while a
 switchover is in flight. After each fault every node is running again and the run waits for one
-primary with all members streaming, recording the time from injection to that state and the longest
-gap between two acknowledged writes.
+primary with all members streaming and a write acknowledged after that ("recovered"; every fault
+also starts from that state), recording the time from injection to recovery and the longest gap
+between two acknowledged writes.
 
 At the end: acknowledged writes lost and overlapping probes (two nodes acknowledging writes at once).
 With synchronous_mode off a loss is reported (asynchronous replication may lose the last commits);
@@ -55,6 +56,7 @@ SIGSTOP = "sigstop_primary_raftpg"
 PARTITION = "partition_primary"
 SWITCHOVER_KILL = "kill_replica_during_switchover"
 KINDS = (KILL_NODE, KILL_POSTMASTER, SIGSTOP, PARTITION, SWITCHOVER_KILL)
+STARTUP_TIMEOUT = 120.0
 
 
 class NotRecovered(Exception):
@@ -69,6 +71,7 @@ class FaultResult:
     primary_after: str
     recovery_s: float
     write_gap_s: float
+    write_gap_from_s: float  # when the longest gap began, after injection
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,13 @@ def overlaps(probers: Sequence[Prober], examples: int = 5) -> tuple[int, list[st
     return count, found
 
 
-def write_gap(ack_times: Sequence[float], start: float, end: float) -> float:
-    """Longest time without an acknowledged write from the last ack before `start` up to `end`."""
+def write_gap(ack_times: Sequence[float], start: float, end: float) -> tuple[float, float]:
+    """Longest time without an acknowledged write between `start` and `end`, and when (after `start`)
+    it began."""
     first = bisect.bisect_left(ack_times, start)
-    points = [ack_times[first - 1] if first > 0 else start, *(t for t in ack_times[first:] if t <= end), end]
-    return max(b - a for a, b in itertools.pairwise(points))
+    points = [start, *(t for t in ack_times[first:] if t <= end), end]
+    length, began = max((b - a, a) for a, b in itertools.pairwise(points))
+    return length, began - start
 
 
 class Chaos:
@@ -134,8 +139,18 @@ class Chaos:
         except TimeoutError as exc:
             raise NotRecovered(str(exc)) from exc
 
+    def writable(self) -> None:
+        """Wait for the writer's next acknowledgement: a healthy-looking cluster may still refuse writes."""
+        since = time.monotonic()
+        try:
+            wait_for(lambda: self.checker.writer.acked and self.checker.writer.acked[-1][1] > since,
+                     self.recovery_timeout, "an acknowledged write")
+        except TimeoutError as exc:
+            raise NotRecovered(str(exc)) from exc
+
     def inject(self, kind: str) -> FaultResult:
         before = self.healthy()
+        self.writable()
         started = time.monotonic()
         faults: dict[str, Callable[[str], str]] = {
             KILL_NODE: self.kill_node, KILL_POSTMASTER: self.kill_postmaster, SIGSTOP: self.sigstop,
@@ -143,10 +158,12 @@ class Chaos:
         }
         detail = faults[kind](before)
         after = self.healthy()
+        self.writable()
         recovered = time.monotonic()
         time.sleep(self.rng.uniform(1.0, 3.0))  # steady writes before the next fault
-        gap = write_gap([t for _, t, _ in self.checker.writer.acked], started, time.monotonic())
-        return FaultResult(kind, detail, before, after, round(recovered - started, 2), round(gap, 2))
+        gap, gap_from = write_gap([t for _, t, _ in self.checker.writer.acked], started, time.monotonic())
+        return FaultResult(kind, detail, before, after, round(recovered - started, 2), round(gap, 2),
+                           round(gap_from, 2))
 
     def kill_node(self, primary: str) -> str:
         delay = self.rng.uniform(0, 2 * self.ttl)
@@ -238,7 +255,7 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
     not_recovered = None
     try:
         cluster.start()
-        cluster.wait_healthy(args.recovery_timeout)
+        cluster.wait_healthy(STARTUP_TIMEOUT)
         checker = SafetyChecker(cluster)
         with checker:
             wait_for(lambda: len(checker.writer.acked) >= 20, 30, "the writer's first acknowledgements")
@@ -260,9 +277,9 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
                         chaos.healthy()
                     break
                 results.append(result)
-                logger.info("[%d] %s: %s; primary %s -> %s; healthy after %.1fs; longest write gap %.1fs",
-                            number, kind, result.detail, result.primary_before, result.primary_after,
-                            result.recovery_s, result.write_gap_s)
+                logger.info("[%d] %s: %s; primary %s -> %s; recovered after %.1fs; longest write gap %.1fs "
+                            "(from %.1fs)", number, kind, result.detail, result.primary_before,
+                            result.primary_after, result.recovery_s, result.write_gap_s, result.write_gap_from_s)
             checker.stop()
             count, examples = overlaps(checker.probers)
             try:
@@ -329,7 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = scratch_dir()
     logger.info("cluster under %s, seed %d", base, args.seed)
-    summary = run(args, base)
+    try:
+        summary = run(args, base)
+    except BaseException:
+        print(f"cluster logs kept in {base}")
+        raise
     report(summary)
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(summary), indent=2) + "\n")

@@ -31,6 +31,7 @@ import yaml
 
 from raftpg.cli.netns import NetnsHosts
 from raftpg.config import discover_bin_dir, generate_raft_password
+from raftpg.postgres.kill import kill_postmaster_tree
 
 T = TypeVar("T")
 
@@ -309,8 +310,8 @@ class LocalCluster:
         killed_at = time.time()
         postmaster = node.postmaster_pid()
         if postmaster is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(postmaster, signal.SIGKILL)
+            # Backends are their own process groups (PostgreSQL setsid()s every child): kill the tree.
+            kill_postmaster_tree(postmaster)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -372,6 +373,11 @@ class LocalCluster:
                 self._net.destroy()
 
     def _stop_processes(self) -> None:
+        # The primary first, alone: it hands over to a replica that is still up (a second, not a
+        # round of Raft timeouts against members that are stopping too).
+        primary = self.primary()
+        if primary is not None:
+            self.stop_node(primary, timeout=30)
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -261,8 +261,11 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
                 return [MoveDataAside("pg_rewind failed: moving the data directory aside to re-clone")]
             return [Idle("pg_rewind failed and remove_data_directory_on_rewind_failure is off", warning=True)]
         holder_member = cluster.holder_member
+        may_diverge = local.was_primary or local.needs_rewind
+        if may_diverge and (holder_member is None or holder_member.role != "primary"):
+            return [Idle(f"waiting for {holder} to run as primary before comparing timelines for pg_rewind")]
         diverged = (
-            (local.was_primary or local.needs_rewind)
+            may_diverge
             and holder_member is not None
             and holder_member.timeline is not None
             and local.timeline != holder_member.timeline

@@ -187,6 +187,9 @@ class Executor:
             case Clone():
                 return await self._clone(action, cluster), False
             case StartPrimary():
+                if not self.lease.holds(boottime()):
+                    logger.error("not starting as primary: our lease deadline has passed meanwhile")
+                    return False, False
                 await self._start(standby=False, upstream=None, cluster=cluster)
                 await self._arm_fence()
                 return True, False
@@ -354,6 +357,9 @@ class Executor:
 
     async def _promote(self, action: Promote, local: LocalView, cluster: ClusterView,
                        config: DynamicConfig) -> bool:
+        if not self.lease.holds(boottime()):
+            logger.error("not promoting: our lease deadline has passed meanwhile")
+            return False
         problem = await self._stop_and_report(cluster, local.lsn or 0, timeout=config.retry_timeout)
         if problem is not None:
             logger.error("not promoting: %s; releasing the lease", problem)

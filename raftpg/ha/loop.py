@@ -191,6 +191,11 @@ class HaLoop:
             self.executor.requests.append((LocalRequest("restart"), None))
         served = bool(self.executor.requests)
         await self.executor.serve_requests(local, cluster)
+        # Publishing and asking the peers may have taken seconds: decide on the present.
+        now = boottime()
+        local = replace(local, now=now, lease_deadline=self.lease.deadline)
+        snap = self.raft.snapshot()
+        cluster = replace(self._cluster_view(snap, config, now), peers=cluster.peers)
         actions = decide(cluster, local)
         self._log_decision(actions)
         again = False

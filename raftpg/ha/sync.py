@@ -9,7 +9,9 @@ seen `len(members) - quorum + 1` of the Raft members and is the most advanced of
     PostgreSQL's members ⊆ Raft's members   and   PostgreSQL's quorum >= Raft's quorum,
 
 so changes go: widen Raft, then set PostgreSQL, then — once every member of the new set has
-flushed past the LSN at which PostgreSQL switched — narrow Raft.
+flushed past the LSN at which PostgreSQL switched — narrow Raft. Going asynchronous (no standby
+left, not strict) is published in Raft first: a primary cut off from Raft cannot complete that
+step, so it keeps blocking instead of acknowledging commits no promotable member has.
 
 A freshly promoted primary starts with an unsatisfiable setting (BLOCKING): it acknowledges nothing
 until its standbys are in the Raft set.
@@ -115,12 +117,13 @@ def next_step(raft: SyncSet, postgres: SyncSet | None, target: SyncSet | None,
             return SyncStep(raft=target, reason=f"publishing the synchronous set {_show(target)}")
         return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}")
     if postgres != target:
+        if target.empty:
+            if raft != target:
+                return SyncStep(raft=target, reason="no synchronous standby available: publishing asynchronous mode")
+            return SyncStep(postgres=target, reason="no synchronous standby available: running asynchronously")
         if not raft.covers(target) or not raft.covers(postgres):
             widened = SyncSet(raft.members | target.members | postgres.members,
                               min(raft.quorum, target.quorum, postgres.quorum))
-            if target.empty:
-                # Going asynchronous (not strict): PostgreSQL first, Raft after.
-                return SyncStep(postgres=target, reason="no synchronous standby available: running asynchronously")
             return SyncStep(raft=widened, reason=f"widening the synchronous set to {_show(widened)} in Raft first")
         return SyncStep(postgres=target, reason=f"setting synchronous_standby_names for {_show(target)}")
     if raft == target:

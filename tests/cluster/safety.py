@@ -82,7 +82,7 @@ class Prober(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        seq = 0
+        seq = time.time_ns() // 1000  # unique across checkers sharing the table
         conn: psycopg.Connection | None = None
         while not self._halt.is_set():
             try:

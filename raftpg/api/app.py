@@ -259,6 +259,10 @@ class _Handlers:
     async def delete_switchover(self, request: web.Request) -> web.StreamResponse:
         pending = self.backend.cluster().failover
         if pending is None:
+            # It may have been requested through another member a moment ago: read our own writes.
+            await self.backend.catch_up()
+            pending = self.backend.cluster().failover
+        if pending is None:
             raise ApiError(404, "no switchover is scheduled")
         if not await self.backend.set_failover(None):
             raise ApiError(503, "the request could not be removed from the cluster state")

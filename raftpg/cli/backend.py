@@ -79,6 +79,9 @@ class DaemonBackend:
             raise ValueError("cannot reinitialize the primary")
         return await self._local(LocalRequest("reinitialize"))
 
+    async def catch_up(self) -> None:
+        await self._raft.barrier(timeout=self._timeout())
+
     async def add_raft_member(self, addr: str) -> None:
         await self._raft.add_member_addr(addr, timeout=self._timeout())
 

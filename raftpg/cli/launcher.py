@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -266,7 +266,7 @@ class LocalCluster:
         for name in self.nodes:
             self.start_node(name)
 
-    def start_node(self, name: str) -> None:
+    def start_node(self, name: str, extra_args: Sequence[str] = ()) -> None:
         node = self.nodes[name]
         if node.raftpg_pid() is not None:
             raise RuntimeError(f"{name} is already running")
@@ -274,7 +274,7 @@ class LocalCluster:
         self._chown(node.log_path)
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path)]
+        argv = [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path), *extra_args]
         try:
             if self._net is None:
                 node.process = subprocess.Popen(

@@ -213,6 +213,7 @@ class HaLoop:
             pg_status = await self.pg.status(timeout=config.retry_timeout)
             control = None if pg_status.running else await self._controldata(config)
             local = self._local_view(self.raft.snapshot(), config, pg_status, control, boottime())
+            await self._publish(local, pg_status, config)  # others judge us by this record
         self._status = self._build_status(local, pg_status, cluster, config, actions)
         await self._steer_watchdog(config)
         return again

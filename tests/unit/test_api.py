@@ -194,6 +194,9 @@ class FakeBackend:
         self.calls.append(("reinitialize", force))
         return "reinitialize started"
 
+    async def catch_up(self) -> None:
+        self.calls.append(("catch_up", None))
+
     async def add_raft_member(self, addr: str) -> None:
         self._maybe_fail()
         self.calls.append(("add_raft_member", addr))

@@ -138,7 +138,7 @@ async def _run(settings: Settings) -> int:
             return 1
         logger.info("stopping: handing over if we are the primary")
         ha.stop()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(ha_task, timeout=max(ttl, 10.0))
         await ha.shutdown(handover_timeout=max(ttl, 10.0))
         return 0

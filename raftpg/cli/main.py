@@ -88,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
 
-    from raftpg.cli import ctl, demo
+    from raftpg.cli import certs_cmd, ctl, demo
 
     ctl.register(sub)
     demo.register(sub)
+    certs_cmd.register(sub)
     return parser
 
 

@@ -32,12 +32,8 @@ def _acquire(args: Mapping[str, Any]) -> Resolver:
         lease = state["lease"]
         if lease["request_id"] == args["request_id"]:
             return True
-        if (
-            lease["holder"] == args["name"]
-            and lease["instance_id"] == args["instance_id"]
-            and lease["version"] == args["expected_version"] + 1
-        ):
-            return True
+        # Ours through an earlier attempt is not this attempt: crediting it would date our deadline
+        # from this later send while followers count from the earlier commit.
         if lease["version"] != args["expected_version"] or lease["revision"] != args["expected_revision"]:
             return False
         return None

@@ -83,6 +83,7 @@ class Executor:
         self.sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: unknown)
         self.sync_switch_lsn: int | None = None
         self.promotion_witnesses: frozenset[str] = frozenset()  # sync members we counted on to take the lease
+        self.promotion_reports_needed = 0  # how many of them must stop and report (rule 5)
         self.before_demote: Callable[[], None] = lambda: None
 
     # --- helpers -----------------------------------------------------------------------------
@@ -109,18 +110,14 @@ class Executor:
         view = cluster.members[member]
         return Address(view.host, view.port)
 
-    async def _start(self, *, standby: bool, upstream: str | None, cluster: ClusterView) -> None:
+    async def _start_standby(self, upstream: str | None, cluster: ClusterView) -> None:
         self.state = "starting"
-        if standby:
-            self.sync_names = ""
-        else:
-            self.rewound = False
-            self._block_commits_until_sync()
+        self.sync_names = ""
         address = self._address(cluster, upstream) if upstream is not None else None
-        await self.pg.start(standby=standby, upstream=address,
-                            slot=slot_name_for(self.settings.name) if standby and upstream else None,
+        await self.pg.start(standby=True, upstream=address,
+                            slot=slot_name_for(self.settings.name) if upstream else None,
                             parameters=self.parameters(), timeout=self._slow_timeout())
-        self.upstream = upstream if standby else None
+        self.upstream = upstream
         self.state = "running"
 
     async def _stop(self, mode: str) -> None:
@@ -131,8 +128,29 @@ class Executor:
 
     async def _arm_fence(self) -> None:
         pid = self.pg.postmaster_pid()
-        if pid is not None:
-            await self.lease.arm_fence(pid)
+        if pid is None:
+            raise PostgresError("no postmaster to fence: refusing to go on as primary")
+        await self.lease.arm_fence(pid)
+
+    async def _start_as_primary(self, cluster: ClusterView) -> bool:
+        """Rule 1: start as a standby, arm the fence, then promote — PostgreSQL never accepts a write
+        before a fence guards it, and a standby's data directory gets its own timeline."""
+        config = self._config()
+        if not self.lease.holds(boottime()):
+            logger.error("not starting as primary: our lease deadline has passed")
+            return False
+        await self._start_standby(None, cluster)
+        await self._arm_fence()
+        if not self.lease.holds(boottime()):
+            logger.error("not promoting the restarted server: our lease deadline has passed")
+            return False
+        self._block_commits_until_sync()
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
+        await self.pg.promote(timeout=self._slow_timeout())
+        self.rewound = False
+        self.needs_rewind = False
+        logger.info("PostgreSQL runs as primary again (restarted as a standby, fenced, promoted)")
+        return True
 
     # --- actions -----------------------------------------------------------------------------
     async def carry_out(self, action: Action, local: LocalView, cluster: ClusterView) -> tuple[bool, bool]:
@@ -166,8 +184,11 @@ class Executor:
                 elif local.role is PgRole.PRIMARY:
                     await self._arm_fence()
                 else:
-                    counted = cluster.sync.members - {self.settings.name}
-                    self.promotion_witnesses = counted if cluster.sync.quorum > 0 else frozenset()
+                    sync = cluster.sync
+                    guarded = sync.quorum > 0 and bool(sync.members)
+                    self.promotion_witnesses = sync.members - {self.settings.name} if guarded else frozenset()
+                    # n - quorum + 1 known members, ourselves included (candidates.py).
+                    self.promotion_reports_needed = max(0, len(sync.members) - sync.quorum) if guarded else 0
                 return ok, True
             case RenewLease():
                 first = local.lease_deadline is None
@@ -187,14 +208,9 @@ class Executor:
             case Clone():
                 return await self._clone(action, cluster), False
             case StartPrimary():
-                if not self.lease.holds(boottime()):
-                    logger.error("not starting as primary: our lease deadline has passed meanwhile")
-                    return False, False
-                await self._start(standby=False, upstream=None, cluster=cluster)
-                await self._arm_fence()
-                return True, False
+                return await self._start_as_primary(cluster), False
             case StartStandby():
-                await self._start(standby=True, upstream=action.upstream, cluster=cluster)
+                await self._start_standby(action.upstream, cluster)
                 return True, False
             case Promote():
                 return await self._promote(action, local, cluster, config), False
@@ -331,8 +347,10 @@ class Executor:
         follow us as soon as they see our lease) and report how far they got; a frozen old primary
         can then no longer collect acknowledgements, and none of them may be ahead of us."""
         witnesses = [cluster.members[n] for n in sorted(self.promotion_witnesses) if n in cluster.members]
+        needed = self.promotion_reports_needed
         self.promotion_witnesses = frozenset()
-        if not witnesses:
+        self.promotion_reports_needed = 0
+        if not witnesses or needed == 0:
             return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -351,8 +369,13 @@ class Executor:
                         del pending[name]
                 if pending:
                     await asyncio.sleep(0.05)
+        reported = len(witnesses) - len(pending)
+        if reported < needed:
+            return (f"only {reported} of the {needed} synchronous members we counted on stopped streaming "
+                    f"from the old primary and reported (no answer from {sorted(pending)})")
         if pending:
-            logger.warning("promoting without a report from %s (unreachable or slow)", sorted(pending))
+            logger.warning("promoting with reports from %s of the %s needed; no answer from %s", reported, needed,
+                           sorted(pending))
         return None
 
     async def _promote(self, action: Promote, local: LocalView, cluster: ClusterView,
@@ -403,9 +426,7 @@ class Executor:
                 logger.error("switchover to %s aborted: it did not receive our shutdown checkpoint %s; "
                              "restarting as primary", candidate, lsn)
                 await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
-                if self.lease.holds(boottime()):
-                    await self._start(standby=False, upstream=None, cluster=cluster)
-                    await self._arm_fence()
+                await self._start_as_primary(cluster)
                 return False
             version = self.raft.snapshot().lease.version
             ok = await self.raft.handover_lease(self.settings.name, self.lease.instance_id, version, candidate,
@@ -449,12 +470,12 @@ class Executor:
                 if local.role is PgRole.PRIMARY and self.lease.holds(local.now):
                     async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):
                         await self._stop("fast")
-                        await self._start(standby=False, upstream=None, cluster=cluster)
-                        await self._arm_fence()
+                        if not await self._start_as_primary(cluster):
+                            return "restart: PostgreSQL stopped; the lease was lost meanwhile"
                 elif local.role is PgRole.REPLICA:
                     upstream = self.upstream
                     await self._stop("fast")
-                    await self._start(standby=True, upstream=upstream, cluster=cluster)
+                    await self._start_standby(upstream, cluster)
             elif request.kind == "reinitialize" and local.role is not PgRole.PRIMARY:
                 if self.pg.postmaster_pid() is not None:
                     await self._stop("immediate")

@@ -26,7 +26,7 @@ def fence_margin(ttl: float) -> float:
     A follower sees the lease expire no earlier than our deadline and then still needs a Raft
     commit and a promotion; the margin covers killing the postmaster before that.
     """
-    return min(1.0, max(0.3, ttl * 0.1))
+    return min(1.0, max(0.6, ttl * 0.12))
 
 
 class LeaseKeeper:
@@ -62,12 +62,12 @@ class LeaseKeeper:
         if lease.holder != self.name or lease.instance_id != self.instance_id:
             return False
         sent_at = boottime()
-        ok = await self._raft.renew_lease(self.name, self.instance_id, lease.version, lease.ttl if
-                                          lease.ttl else ttl, bootstrapping=(lease.bootstrapping and
-                                                                             not clear_bootstrapping),
+        # The renewal carries the configured ttl: leader and followers both time it from this entry.
+        ok = await self._raft.renew_lease(self.name, self.instance_id, lease.version, ttl,
+                                          bootstrapping=lease.bootstrapping and not clear_bootstrapping,
                                           timeout=timeout)
         if ok:
-            self._granted(sent_at, lease.ttl or ttl, lease.version)
+            self._granted(sent_at, ttl, lease.version)
         return ok
 
     async def release(self, timeout: float) -> bool:

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -60,6 +61,7 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
+SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 # Actions after which PostgreSQL's role, state and upstream are what they were before.
 KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
                         RemoveMember)
@@ -76,6 +78,7 @@ class HaLoop:
         self._watchdog_problem: str | None = None
         self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id, self.watchdog)
         self.executor = Executor(settings, raft, pg, self.lease, self.config)
+        self.executor.before_demote = self.invalidate_primary_status
         self._wake = asyncio.Event()
         self._stopping = False
         self._pg_down_since: float | None = None
@@ -122,6 +125,7 @@ class HaLoop:
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         self._http = aiohttp.ClientSession()
+        await self._probe_required_watchdog()
         watcher = asyncio.create_task(self._watch_postmaster())
         try:
             while not self._stopping:
@@ -159,7 +163,11 @@ class HaLoop:
     async def _sleep(self, started: float) -> None:
         config = self.config()
         delay = max(0.0, started + config.loop_wait - boottime())
-        lease = self.raft.snapshot().lease
+        snap = self.raft.snapshot()
+        lease = snap.lease
+        if _switchover_imminent(snap.failover, time.time(), config.loop_wait):
+            # The old primary waits on our published position (rule 4): keep it fresh.
+            delay = min(delay, SWITCHOVER_CYCLE)
         if lease.holder is not None and lease.holder != self.settings.name:
             until_expiry = lease.expires_at() - boottime() + 0.01
             if until_expiry > 0:
@@ -178,12 +186,6 @@ class HaLoop:
         local = self._local_view(snap, config, pg_status, control, now)
         cluster = self._cluster_view(snap, config, now)
         await self._publish(local, pg_status, config)
-        if (cluster.lease.free or cluster.lease.expired) and cluster.system_identifier is not None \
-                and local.role is PgRole.REPLICA and not self.lease.holds(now):
-            others = [m for m in cluster.members.values() if m.name != local.name]
-            assert self._http is not None
-            peers = await fetch_peer_positions(self._http, others, timeout=min(2.0, config.retry_timeout))
-            cluster = replace(cluster, peers=MappingProxyType(peers))
         if pg_status.running and snap.config_version != self._config_applied:
             await self._apply_dynamic_parameters(config, snap.config_version)
         if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
@@ -195,7 +197,13 @@ class HaLoop:
         now = boottime()
         local = replace(local, now=now, lease_deadline=self.lease.deadline)
         snap = self.raft.snapshot()
-        cluster = replace(self._cluster_view(snap, config, now), peers=cluster.peers)
+        cluster = self._cluster_view(snap, config, now)
+        if (cluster.lease.free or cluster.lease.expired) and cluster.system_identifier is not None \
+                and local.role is PgRole.REPLICA and not self.lease.holds(now):
+            others = [m for m in cluster.members.values() if m.name != local.name]
+            assert self._http is not None
+            peers = await fetch_peer_positions(self._http, others, timeout=min(2.0, config.retry_timeout))
+            cluster = replace(cluster, peers=MappingProxyType(peers))
         actions = decide(cluster, local)
         self._log_decision(actions)
         again = False
@@ -217,6 +225,18 @@ class HaLoop:
         self._status = self._build_status(local, pg_status, cluster, config, actions)
         await self._steer_watchdog(config)
         return again
+
+    async def _probe_required_watchdog(self) -> None:
+        """A node whose required watchdog cannot be armed must never lead: find out before racing."""
+        if not self.watchdog.is_required:
+            return
+        try:
+            await self.watchdog.arm()
+        except (WatchdogError, ValueError) as exc:
+            self._watchdog_problem = f"watchdog is required but cannot be armed: {exc}"
+            logger.error("%s; this node will not lead", self._watchdog_problem)
+        finally:
+            await self.watchdog.disarm()
 
     async def _steer_watchdog(self, config: DynamicConfig) -> None:
         """Armed exactly while we are the primary holding the lease and not paused."""
@@ -449,3 +469,10 @@ def _sysid(pg: PgStatus, control: ControlData | None) -> str | None:
     if pg.system_identifier is not None:
         return str(pg.system_identifier)
     return str(control.system_identifier) if control is not None else None
+
+
+def _switchover_imminent(request: Mapping[str, Any] | None, wall_now: float, loop_wait: float) -> bool:
+    if request is None:
+        return False
+    scheduled = request.get("scheduled_at")
+    return scheduled is None or float(scheduled) - wall_now < 2 * loop_wait

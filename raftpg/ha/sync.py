@@ -121,9 +121,15 @@ def next_step(raft: SyncSet, postgres: SyncSet | None, target: SyncSet | None,
             if raft != target:
                 return SyncStep(raft=target, reason="no synchronous standby available: publishing asynchronous mode")
             return SyncStep(postgres=target, reason="no synchronous standby available: running asynchronously")
+        if postgres.empty:
+            # Coming from asynchronous commits, which nothing protects: publish the target itself
+            # (a quorum of 0 would let anyone promote once PostgreSQL counts on the set).
+            if raft != target:
+                return SyncStep(raft=target, reason=f"publishing the synchronous set {_show(target)}")
+            return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}")
         if not raft.covers(target) or not raft.covers(postgres):
-            widened = SyncSet(raft.members | target.members | postgres.members,
-                              min(raft.quorum, target.quorum, postgres.quorum))
+            quorums = [s.quorum for s in (raft, target, postgres) if not s.empty]
+            widened = SyncSet(raft.members | target.members | postgres.members, min(quorums))
             return SyncStep(raft=widened, reason=f"widening the synchronous set to {_show(widened)} in Raft first")
         return SyncStep(postgres=target, reason=f"setting synchronous_standby_names for {_show(target)}")
     if raft == target:

@@ -13,7 +13,7 @@ otherwise logs a warning and carries on; ``required`` raises WatchdogError when 
 
 When the configured device is a FIFO or a regular file the watchdog runs in *fake* mode, for
 tests: instead of ioctls it writes one text line per event (see FakeWatchdogDevice in
-raftpg.ha.watchdog_fake, which reads them)::
+tests/unit/watchdog_fake.py, which reads them)::
 
     arm <timeout>   armed, or the timeout changed (counts as a ping, as WDIOC_SETTIMEOUT does)
     ping            keepalive

@@ -81,6 +81,13 @@ def test_steps_swap_a_for_b() -> None:
     assert next_step(target, target, target, {}, 0) is None
 
 
+def test_steps_from_async_publish_the_target_itself() -> None:
+    step = next_step(ASYNC, ASYNC, s("a", "b", k=1), {}, 0)
+    assert step is not None and step.raft == s("a", "b", k=1)
+    step = next_step(s("a", "b", k=1), ASYNC, s("a", "b", k=1), {}, 0)
+    assert step is not None and step.postgres == s("a", "b", k=1)
+
+
 def test_steps_from_blocking_and_to_async() -> None:
     step = next_step(ASYNC, None, s("a"), {}, 0)
     assert step is not None and step.raft == s("a")
@@ -131,6 +138,9 @@ def test_model_check_invariant_holds_through_random_transitions() -> None:
             # Going asynchronous (non-strict, no standby) publishes "no guarantee" first, on purpose.
             if pg is not None and not (raft.empty and target is not None and target.empty):
                 assert raft.covers(pg), (mode, raft, pg)
+            going_async = raft.empty and target is not None and target.empty
+            if pg is not None and not pg.empty and not going_async:
+                assert raft.quorum > 0, "PostgreSQL counts on a set while Raft lets anyone promote"
 
 
 def test_covering_means_every_ack_set_meets_every_promotion_set() -> None:
@@ -176,8 +186,8 @@ def test_decide_widens_raft_for_a_new_standby() -> None:
     actions = decide(_cluster(SyncState("node1"), synchronous_mode="on"), local)
     assert [type(a) for a in actions] == [A.RenewLease, A.SetRaftSync]
     step = actions[1]
-    # PostgreSQL still acknowledges asynchronously, so Raft may not claim a quorum yet.
-    assert isinstance(step, A.SetRaftSync) and step.members == frozenset({"node2"}) and step.quorum == 0
+    # Coming from asynchronous commits: the target itself is published, then PostgreSQL is set.
+    assert isinstance(step, A.SetRaftSync) and step.members == frozenset({"node2"}) and step.quorum == 1
 
 
 def test_decide_sets_postgres_after_raft() -> None:

@@ -24,7 +24,7 @@ from raftpg.ha.watchdog import (
     WatchdogError,
     watchdog_timeout,
 )
-from raftpg.ha.watchdog_fake import FakeEvent, FakeWatchdogDevice, armed_gaps, would_have_fired
+from tests.unit.watchdog_fake import FakeEvent, FakeWatchdogDevice, armed_gaps, would_have_fired
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(20)]
 

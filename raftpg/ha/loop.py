@@ -90,6 +90,7 @@ class HaLoop:
         self._scheduled_restart: float | None = None
         self._not_streaming_since: float | None = None
         self._config_applied: int | None = None
+        self._publishing: asyncio.Task[None] | None = None
 
     # --- what the API reads ------------------------------------------------------------------
     def status(self) -> NodeStatus:
@@ -141,9 +142,11 @@ class HaLoop:
                 if not again:
                     await self._sleep(started)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, self._publishing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self._http.close()
 
     async def _watch_postmaster(self) -> None:
@@ -185,7 +188,11 @@ class HaLoop:
         now = boottime()
         local = self._local_view(snap, config, pg_status, control, now)
         cluster = self._cluster_view(snap, config, now)
-        await self._publish(local, pg_status, config)
+        if self.lease.holds(now):
+            # The holder must not let a slow publish delay its renewal: publish alongside.
+            self._start_publish(local, pg_status, config)
+        else:
+            await self._publish(local, pg_status, config)
         if pg_status.running and snap.config_version != self._config_applied:
             await self._apply_dynamic_parameters(config, snap.config_version)
         if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
@@ -384,6 +391,11 @@ class HaLoop:
             failover=FailoverRequest.from_record(snap.failover) if snap.failover else None,
             sync=SyncState.from_record(snap.sync or {}),
         )
+
+    def _start_publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
+        if self._publishing is not None and not self._publishing.done():
+            return  # the previous one is still under way; the next cycle publishes again
+        self._publishing = asyncio.create_task(self._publish(local, pg, config))
 
     async def _publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
         record = self.member_record(local, pg)

@@ -75,7 +75,7 @@ class Executor:
         self._config = config
         self.upstream: str | None = None
         self.state = "stopped"
-        self.rewind_failed = False
+        self.rewind_failure: tuple[str, float] | None = None  # (source, boottime) of the last failed pg_rewind
         self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
         self.needs_rewind = False  # a standby that could not start or stream: rewind if timelines differ
         self.bootstrap_failed = False
@@ -230,7 +230,7 @@ class Executor:
             case MoveDataAside():
                 moved = self.pg.move_data_dir_aside()
                 logger.warning("moved the data directory aside to %s (nothing was deleted)", moved)
-                self.rewind_failed = False
+                self.rewind_failure = None
                 self.bootstrap_failed = False
                 return True, False
             case EnsureSlots():
@@ -335,7 +335,7 @@ class Executor:
         self.state = "stopped"
         if not result.ok:
             logger.error("pg_rewind from %s failed: %s", action.source, result.output[-2000:])
-            self.rewind_failed = True
+            self.rewind_failure = (action.source, boottime())
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
         self.rewound = True

@@ -61,6 +61,7 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
+REWIND_RETRY_INTERVAL = 30.0  # seconds before pg_rewind is tried again against the same leader
 SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 # Actions after which PostgreSQL's role, state and upstream are what they were before.
 KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
@@ -331,7 +332,7 @@ class HaLoop:
             was_primary=was_primary,
             lease_deadline=self.lease.deadline,
             pg_down_since=self._pg_down_since,
-            rewind_failed=self.executor.rewind_failed,
+            rewind_failed=self._rewind_failed(snap, now, config),
             bootstrap_failed=self.executor.bootstrap_failed,
             postgres_sync=parse_standby_names(pg.synchronous_standby_names) if primary else ASYNC,
             standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication
@@ -341,6 +342,15 @@ class HaLoop:
             needs_rewind=self.executor.needs_rewind,
             standby_stuck=self._standby_stuck(role, pg, now, config.ttl),
         )
+
+    def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
+        """A failed pg_rewind counts against the same leader for a while; a new leader, or time, earns
+        another attempt (the source may just have been unreachable)."""
+        failure = self.executor.rewind_failure
+        if failure is None:
+            return False
+        source, at = failure
+        return source == snap.lease.holder and now - at < max(REWIND_RETRY_INTERVAL, 3 * config.ttl)
 
     def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
         if role is not PgRole.REPLICA or pg.streaming:

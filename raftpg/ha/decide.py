@@ -104,21 +104,21 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
         if handover is not None and (local.replay_lsn or 0) < handover:
             return [renew, Idle(f"waiting to replay up to the hand-over LSN {handover} before promoting")]
         return [renew, Promote("lease acquired: promoting")]
-    if local.role is PgRole.STOPPED:
-        if cluster.paused:
-            return [renew, Idle("paused: PostgreSQL is not running and will not be restarted")]
+    if local.role in (PgRole.STOPPED, PgRole.UNKNOWN):
         timeout = cluster.config.primary_start_timeout
         down_for = local.now - local.pg_down_since if local.pg_down_since is not None else 0.0
-        if down_for > timeout:
+        if down_for > timeout and not cluster.paused:
             return [
                 ReleaseLease(
-                    f"PostgreSQL has not run for {down_for:.1f}s > primary_start_timeout {timeout:g}s: "
+                    f"PostgreSQL has not run as primary for {down_for:.1f}s > primary_start_timeout {timeout:g}s: "
                     "releasing the lease so another member can take over"
                 )
             ]
+        if local.role is PgRole.UNKNOWN:
+            return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
+        if cluster.paused:
+            return [renew, Idle("paused: PostgreSQL is not running and will not be restarted")]
         return [renew, StartPrimary("holding the lease and PostgreSQL is not running: starting it as primary")]
-    if local.role is PgRole.UNKNOWN:
-        return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
     actions: list[Action] = [renew, *_sync_actions(cluster, local)]
     expired = sorted(m.name for m in cluster.members.values()
                      if m.name != local.name and m.age > cluster.config.member_slots_ttl)

@@ -139,7 +139,13 @@ class Executor:
         if not self.lease.holds(boottime()):
             logger.error("not starting as primary: our lease deadline has passed")
             return False
-        await self._start_standby(None, cluster)
+        self.state = "starting"
+        self.sync_names = ""
+        # Bounded by primary_start_timeout: a server that cannot recover must not hold the lease.
+        await self.pg.start(standby=True, upstream=None, slot=None, parameters=self.parameters(),
+                            timeout=max(5.0, config.primary_start_timeout))
+        self.upstream = None
+        self.state = "running"
         await self._arm_fence()
         if not self.lease.holds(boottime()):
             logger.error("not promoting the restarted server: our lease deadline has passed")

@@ -9,10 +9,12 @@ from typing import Any
 from raftpg.api.backend import ClusterInfo
 from raftpg.clock import boottime
 from raftpg.config import Settings
-from raftpg.consensus import RaftNode, RaftStatus
+from raftpg.consensus import OutcomeUnknown, RaftNode, RaftStatus
 from raftpg.ha.executor import LocalRequest
 from raftpg.ha.loop import HaLoop
 from raftpg.ha.status import NodeStatus
+
+CONFIG_ATTEMPTS = 3
 
 
 class DaemonBackend:
@@ -44,9 +46,22 @@ class DaemonBackend:
         return await self._raft.set_failover(request, timeout=self._timeout())
 
     async def set_config(self, config: Mapping[str, Any], expected_version: int) -> bool:
-        ok = await self._raft.set_config(config, expected_version, timeout=self._timeout())
-        self._ha.wake()
-        return ok
+        """Compare-and-set; a Raft leader change mid-call is resolved by reading back, and the
+        command is retried only if it provably did not apply (the version check makes that safe)."""
+        for attempt in range(CONFIG_ATTEMPTS):
+            try:
+                ok = await self._raft.set_config(config, expected_version, timeout=self._timeout())
+                self._ha.wake()
+                return ok
+            except OutcomeUnknown:
+                if attempt == CONFIG_ATTEMPTS - 1:
+                    raise
+                await self._raft.barrier(timeout=self._timeout())
+                snap = self._raft.snapshot()
+                if snap.config_version != expected_version:
+                    self._ha.wake()
+                    return snap.config_version == expected_version + 1 and dict(snap.config) == dict(config)
+        raise AssertionError("unreachable")
 
     async def _local(self, request: LocalRequest) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()

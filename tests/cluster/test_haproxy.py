@@ -135,9 +135,11 @@ def test_haproxy_routes_to_the_primary_follows_a_switchover_and_serves_replicas(
     print(f"\nHAProxy reached the new primary {delay:.3f}s after it answered /primary "
           f"(check interval {CHECK_INTERVAL}s)")
     assert delay <= 2 * CHECK_INTERVAL + POLL, f"HAProxy took {delay:.2f}s to follow the switchover"
-    # Only the new primary: the old one is never reached through the primary port again.
-    for _ in range(10):
-        assert through(proxy.primary_port) == (False, port_of[candidate])
+    # Only the new primary: the old one is never reached through the primary port again (a single
+    # failed connection on this loaded machine is not a routing error; reaching another server is).
+    answers = [through(proxy.primary_port) for _ in range(10)]
+    assert all(a in (None, (False, port_of[candidate])) for a in answers), answers
+    assert answers.count((False, port_of[candidate])) >= 8, answers
 
     cluster.wait_healthy(90)
     wait_for(lambda: is_replica_answer(through(proxy.replica_port), port_of[candidate]), 10,

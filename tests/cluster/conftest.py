@@ -6,7 +6,7 @@ import os
 import pwd
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +34,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(skip)
 
 
-def make_cluster(request: pytest.FixtureRequest, **kwargs: object) -> Iterator[LocalCluster]:
+def make_cluster(request: pytest.FixtureRequest, settled: Callable[[LocalCluster], object] | None = None,
+                 **kwargs: object) -> Iterator[LocalCluster]:
+    """Start a cluster for a module, wait until `settled` (default: healthy), stop it by PID after."""
     base = _scratch_dir(f"raftpg-{request.module.__name__.rsplit('.', 1)[-1]}-")
     cluster = LocalCluster(base_dir=base, **kwargs)  # type: ignore[arg-type]
     cluster.start()
     try:
-        cluster.wait_healthy(HEALTHY_TIMEOUT)
+        if settled is None:
+            cluster.wait_healthy(HEALTHY_TIMEOUT)
+        else:
+            settled(cluster)
         yield cluster
     finally:
         cluster.stop()

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ import pytest
 
 from raftpg.cli.launcher import LocalCluster, wait_for
 from raftpg.config import discover_bin_dir
+from tests.cluster.conftest import make_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -42,26 +41,9 @@ SETTLE_TIMEOUT = 90.0
 # --- cluster -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tagged(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    base = Path(tempfile.mkdtemp(prefix="raftpg-test_tags-"))
-    base.chmod(0o755)
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam("postgres")
-        os.chown(base, entry.pw_uid, entry.pw_gid)
-    cluster = LocalCluster(base_dir=base, ttl=5, loop_wait=1, retry_timeout=2, tags=TAGS)
-    cluster.start()
-    try:
-        wait_settled(cluster, SETTLE_TIMEOUT)
-        yield cluster
-    finally:
-        cluster.stop()
-        if request.session.testsfailed:
-            print(f"\ncluster logs kept in {base}")
-            for node in cluster.nodes.values():
-                if node.log_path.exists():
-                    tail = node.log_path.read_text(errors="replace").splitlines()[-60:]
-                    print(f"--- {node.name} ---\n" + "\n".join(tail))
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+    # Cascading replicas do not all stream from the primary: settle by our own rule, not healthy().
+    yield from make_cluster(request, settled=lambda c: wait_settled(c, SETTLE_TIMEOUT),
+                            ttl=5, loop_wait=1, retry_timeout=2, tags=TAGS)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from raftpg.api import start_api
 from raftpg.cli.backend import DaemonBackend
 from raftpg.clock import boottime
 from raftpg.config import Settings, raft_timings
-from raftpg.consensus import ConsensusError, RaftNode, Snapshot
+from raftpg.consensus import ConsensusError, RaftNode, Snapshot, rejoin
 from raftpg.ha.loop import HaLoop
 from raftpg.postgres.fence import FenceClient
 from raftpg.postgres.instance import PostgresInstance
@@ -98,10 +98,17 @@ async def _run(settings: Settings) -> int:
             last_key[0] = key
             ha.wake()
 
+    joining = rejoin.pending(settings.raft.data_dir)
+    if joining:
+        logger.info("rejoining: this node's Raft log was wiped; it will not stand for Raft election "
+                    "until a leader has sent it the cluster's log")
+    elif not rejoin.has_log(settings.raft.data_dir) and (settings.postgresql.data_dir / "PG_VERSION").exists():
+        logger.warning("the Raft log is empty but PostgreSQL data exists: if this node returns after a quorum "
+                       "recovery, stop it and run `raftpg rejoin` first (README 'Losing quorum')")
     raft = RaftNode(scope=settings.scope, self_addr=str(settings.raft.self_addr),
                     partner_addrs=[str(a) for a in settings.raft.partner_addrs],
                     data_dir=settings.raft.data_dir, password=settings.raft.password,
-                    timings=raft_timings(ttl), on_change=on_change)
+                    timings=raft_timings(ttl), on_change=on_change, joining=joining)
     try:
         await raft.start()
     except ConsensusError as exc:
@@ -126,6 +133,9 @@ async def _run(settings: Settings) -> int:
                 await asyncio.sleep(BARRIER_RETRY)
         if stop.is_set():
             return 0
+        if joining:
+            raft.finish_joining()
+            rejoin.done(settings.raft.data_dir)
         check_duplicate_member(settings, raft.snapshot(), ttl)
         logger.info("caught up with the Raft log (term %s); starting the HA loop as instance %s",
                     raft.raft_status().term, ha.instance_id)

@@ -300,6 +300,17 @@ class LocalCluster:
     def _group(self) -> int | None:
         return pwd.getpwnam(self.os_user).pw_gid if self.os_user else None
 
+    def rejoin(self, name: str) -> str:
+        """`raftpg rejoin` for a stopped node, as the node's OS user; returns what it printed."""
+        node = self.nodes[name]
+        argv = [sys.executable, "-m", "raftpg.cli.main", "rejoin", "-c", str(node.config_path)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
+                              user=self.os_user, group=self._group(), cwd=str(self.base_dir), check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"raftpg rejoin for {name} exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout
+
     def kill_node(self, name: str) -> float:
         """SIGKILL raftpg, the postmaster with all its backends, and the fence. Returns the wall time."""
         node = self.nodes[name]

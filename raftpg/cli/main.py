@@ -1,4 +1,4 @@
-"""The `raftpg` command: run (the daemon), ctl, demo, config, certs, version."""
+"""The `raftpg` command: run (the daemon), rejoin, ctl, demo, config, certs, version."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ import sys
 from collections.abc import Sequence
 
 from raftpg import __version__
-from raftpg.config import ConfigError, load_settings, sample_config
+from raftpg.config import ConfigError, Settings, load_settings, sample_config
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from raftpg.cli.daemon import run_daemon
     from raftpg.cli.logs import setup_logging
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        _print_problems(args.config, exc)
+    settings = _load_or_explain(args.config)
+    if settings is None:
         return 2
     if args.recover_quorum:
         if not args.force:
@@ -33,9 +31,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.recover_quorum:
         logging.getLogger("raftpg").warning(
             "quorum recovery: running as a one-member Raft cluster from this node's state; afterwards "
-            "wipe the other members' Raft directories, restart this node with its normal configuration, "
-            "then start them")
+            "run `raftpg rejoin` on each returning member, restart this node with its normal "
+            "configuration, then start them")
     return asyncio.run(run_daemon(settings))
+
+
+def _cmd_rejoin(args: argparse.Namespace) -> int:
+    import os
+
+    from raftpg.cli.daemon import StartupError, lock_data_dir
+    from raftpg.consensus import rejoin
+
+    settings = _load_or_explain(args.config)
+    if settings is None:
+        return 2
+    if os.geteuid() == 0:
+        print("run this as the database OS user (the one raftpg runs as), not root", file=sys.stderr)
+        return 2
+    data_dir = settings.raft.data_dir
+    try:
+        lock = lock_data_dir(data_dir)
+    except StartupError as exc:
+        print(f"{exc}: stop it first", file=sys.stderr)
+        return 1
+    with lock:
+        removed = rejoin.wipe_and_mark(data_dir)
+    print(f"{settings.name}: removed {len(removed)} Raft log file(s) from {data_dir}; on its next start this node "
+          "copies the log from the other members and stands for Raft election only once it has it. "
+          "Its PostgreSQL data directory is untouched.")
+    return 0
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
@@ -58,6 +82,14 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_or_explain(path: str) -> Settings | None:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        _print_problems(path, exc)
+        return None
+
+
 def _print_problems(path: str, exc: ConfigError) -> None:
     print(f"{path}: {len(exc.problems)} problem(s):", file=sys.stderr)
     for problem in exc.problems:
@@ -75,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "node's state (needs --force; see README 'Losing quorum')")
     run.add_argument("--force", action="store_true", help="confirm --recover-quorum")
     run.set_defaults(func=_cmd_run)
+
+    rejoin = sub.add_parser("rejoin", help="wipe this stopped node's Raft log so that it rejoins from the others "
+                                           "(after a quorum recovery; see README 'Losing quorum')")
+    rejoin.add_argument("-c", "--config", required=True, help="node configuration file (YAML)")
+    rejoin.set_defaults(func=_cmd_rejoin)
 
     config = sub.add_parser("config", help="validate a configuration or print a sample")
     config_sub = config.add_subparsers(dest="config_command", required=True)

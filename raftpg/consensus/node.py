@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjException
+from pysyncobj import FAIL_REASON, SyncObjException
 
 from raftpg.clock import boottime
 from raftpg.consensus import state as st
@@ -34,6 +34,7 @@ from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
 from raftpg.consensus.machine import StateMachine, copy_state
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.consensus.outcome import Resolver, resolver_for
+from raftpg.consensus.replica import Replica, check_supported
 from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE, build_conf, derive_key, validate_timings
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,12 @@ logger = logging.getLogger(__name__)
 _STOPPED = -1  # error code given to futures still pending when the node stops
 _NOT_PROPOSED = -2  # pysyncobj refused to take the command at all (see _propose)
 _RETRY = frozenset({FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, _NOT_PROPOSED})
+# Ops whose second application is harmless (holder-conditioned, request-id deduplicated or
+# idempotent) and whose resolver recognises an earlier attempt: after a leader change they are
+# proposed again to the new leader instead of waiting out the whole timeout on a lost entry.
+_REPROPOSABLE = frozenset({"renew_lease", "release_lease", "handover_lease", "publish_member",
+                           "append_history", "clear_failover"})
+_LOST_ENTRY = frozenset({FAIL_REASON.LEADER_CHANGED, FAIL_REASON.DISCARDED})
 _BACKOFF_FIRST = 0.02
 _BACKOFF_MAX = 0.2
 _RESOLVE_POLL = 0.02
@@ -80,8 +87,14 @@ class RaftNode:
         password: str,
         timings: Mapping[str, float],
         on_change: Callable[[], None] | None = None,
+        joining: bool = False,
     ) -> None:
+        """joining: this replica's log was wiped; it stays out of elections until finish_joining()
+        (replica.py says why)."""
         derive_key(scope, password)  # fail early on a missing password or bad scope
+        if joining:
+            check_supported()
+        self._joining = joining
         self._scope = scope
         self._self_addr = self_addr
         self._partner_addrs = [addr for addr in partner_addrs if addr != self_addr]
@@ -115,7 +128,8 @@ class RaftNode:
             timings=self._timings,
         )
         try:
-            obj = SyncObj(self._self_addr, self._partner_addrs, conf, consumers=[self._machine])
+            obj = Replica(self._self_addr, self._partner_addrs, conf, consumers=[self._machine],
+                          stands_for_election=not self._joining)
         except Exception as e:
             raise ConsensusError(f"cannot start Raft replica on {self._self_addr}: {e}") from e
         try:
@@ -131,6 +145,17 @@ class RaftNode:
             "Raft replica started on %s with partners %s (data in %s)",
             self._self_addr, ", ".join(self._partner_addrs) or "none", self._data_dir,
         )
+
+    def finish_joining(self) -> None:
+        """Call once the replica has the cluster's log (a barrier committed through a leader)."""
+        if self._joining:
+            self._joining = False
+            self._require().stand_for_election()
+            logger.info("rejoined: this replica has the cluster's Raft log and stands for election again")
+
+    @property
+    def joining(self) -> bool:
+        return self._joining
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Destroy the replica and wait (bounded) for its tick thread to end."""
@@ -426,19 +451,33 @@ class RaftNode:
         op = command["op"]
         deadline = loop.time() + timeout
         backoff = _BACKOFF_FIRST
+        resolve = resolver_for(command)
+        reproposed = False
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                if reproposed:
+                    return await self._resolve(command, resolve, deadline, "leader changed")
                 raise NoQuorum(f"{op}: no Raft leader accepted the command within {timeout:.1f}s")
             try:
                 result, error = await asyncio.wait_for(self._propose(command), remaining)
             except TimeoutError:
-                return await self._resolve(command, resolver_for(command), deadline, "timed out")
+                return await self._resolve(command, resolve, deadline, "timed out")
             if error == FAIL_REASON.SUCCESS:
                 logger.debug("%s committed: %s", op, result)
+                if not result and reproposed:
+                    # An earlier attempt may have committed after all and made this one a no-op.
+                    return bool(resolve(self._machine.published.state))
                 return bool(result)
             if error == _STOPPED:
                 raise ConsensusError(f"{op}: Raft replica stopped")
+            if error in _LOST_ENTRY and op in _REPROPOSABLE:
+                decided = resolve(self._machine.published.state)
+                if decided is not None:
+                    return decided
+                logger.info("%s: the Raft leader changed before it committed; proposing it again", op)
+                reproposed = True
+                continue
             if error in _RETRY:
                 await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
                 backoff = min(backoff * 2, _BACKOFF_MAX)

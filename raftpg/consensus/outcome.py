@@ -27,6 +27,12 @@ def _holds(state: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
     )
 
 
+def _lost(state: Mapping[str, Any], args: Mapping[str, Any]) -> bool:
+    """The lease the command names is gone for good. A replica that has not applied that lease
+    yet (an older version) cannot tell: it may still be behind, not past it."""
+    return state["lease"]["version"] >= args["version"] and not _holds(state, args)
+
+
 def _acquire(args: Mapping[str, Any]) -> Resolver:
     def resolve(state: Mapping[str, Any]) -> bool | None:
         lease = state["lease"]
@@ -42,12 +48,13 @@ def _acquire(args: Mapping[str, Any]) -> Resolver:
 
 
 def _holder_change(args: Mapping[str, Any]) -> Resolver:
-    """renew, release, handover: our request id in the lease, or the lease we named is gone."""
+    """renew, release, handover: our request id in the lease, or the lease we named is gone.
+    A replica that has not applied that lease yet (older version) can tell nothing."""
 
     def resolve(state: Mapping[str, Any]) -> bool | None:
         if state["lease"]["request_id"] == args["request_id"]:
             return True
-        if not _holds(state, args):
+        if _lost(state, args):
             return False
         return None
 
@@ -71,7 +78,7 @@ def _initialize(args: Mapping[str, Any]) -> Resolver:
     def resolve(state: Mapping[str, Any]) -> bool | None:
         if state["initialize"] is not None:
             return bool(state["initialize"] == args["sysid"])
-        if not _holds(state, args):
+        if _lost(state, args):
             return False
         return None
 
@@ -96,7 +103,7 @@ def _append_history(args: Mapping[str, Any]) -> Resolver:
         request_id = args["entry"]["request_id"]
         if any(entry.get("request_id") == request_id for entry in state["history"]):
             return True
-        if not _holds(state, args):
+        if _lost(state, args):
             return False
         return None
 

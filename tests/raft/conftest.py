@@ -63,7 +63,8 @@ class Cluster:
         return [i for i, node in enumerate(self.nodes) if node is not None]
 
     async def start(
-        self, i: int, *, password: str = PASSWORD, scope: str = SCOPE, partners: list[str] | None = None
+        self, i: int, *, password: str = PASSWORD, scope: str = SCOPE, partners: list[str] | None = None,
+        joining: bool = False,
     ) -> RaftNode:
         def changed() -> None:
             self.changes[i] += 1
@@ -76,6 +77,7 @@ class Cluster:
             password=password,
             timings=timings_for_tests(),
             on_change=changed,
+            joining=joining,
         )
         await node.start()
         self.nodes[i] = node

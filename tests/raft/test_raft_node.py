@@ -186,6 +186,23 @@ async def test_raft_leader_stops_others_elect_and_it_catches_up_on_restart(clust
     assert snap.lease.holder == "a" and "a" in snap.members
 
 
+async def test_renewal_in_flight_when_the_leader_dies_commits_through_the_next_one(cluster: Cluster) -> None:
+    """A lost entry is proposed again to the new leader, not waited on until the timeout: a
+    rolling restart that takes two Raft leaders down in a row must not cost the primary its lease."""
+    assert await cluster.node(0).acquire_lease("a", "ia", 0, 0, 3.0, timeout=CMD_TIMEOUT)
+    revision = cluster.node(0).snapshot().lease.revision
+    for round_ in range(2):
+        leader = await cluster.wait_leader()
+        n = cluster.node(next(i for i in cluster.running() if i != leader))
+        in_flight = [asyncio.create_task(n.renew_lease("a", "ia", 1, 3.0, timeout=30.0)) for _ in range(5)]
+        await cluster.stop(leader)
+        assert all(await asyncio.gather(*in_flight)), f"round {round_}"
+        revision += 5
+        assert n.snapshot().lease.revision >= revision
+        await cluster.start(leader)
+        await cluster.node(leader).barrier(timeout=10)
+
+
 async def test_cold_restart_of_all_replicas_keeps_state(cluster: Cluster) -> None:
     n = cluster.node(0)
     assert await n.acquire_lease("a", "ia", 0, 0, 3.0, timeout=CMD_TIMEOUT)
@@ -211,6 +228,37 @@ async def test_cold_restart_of_all_replicas_keeps_state(cluster: Cluster) -> Non
         assert snap.lease.applied_at >= restarted_at
         assert all(at >= restarted_at for at in snap.member_applied_at.values())
     assert await cluster.node(1).renew_lease("a", "ia", 1, 3.0, timeout=CMD_TIMEOUT)
+
+
+async def test_wiped_replicas_rejoining_wait_for_the_one_with_the_log(cluster: Cluster) -> None:
+    """Two wiped replicas are a majority: if they stood for election they would elect an empty
+    log and Raft would overwrite the survivor's state. Joining, they hold back until it is up."""
+    assert await cluster.node(0).acquire_lease("a", "ia", 0, 0, 3.0, timeout=CMD_TIMEOUT)
+    assert await cluster.node(0).append_history("a", "ia", 1, {"request_id": "kept"}, timeout=CMD_TIMEOUT)
+    await wait_until(lambda: all(cluster.node(i).snapshot().lease.holder == "a" for i in range(3)), 5,
+                     "every replica to apply the lease")
+    await cluster.stop_all()
+    for i in (1, 2):
+        for path in cluster.data_dir(i).iterdir():
+            path.unlink()
+
+    joiners = [await cluster.start(i, joining=True) for i in (1, 2)]
+    hold_back_until = time.monotonic() + 2.0  # 4-8 election timeouts of these timings
+    while time.monotonic() < hold_back_until:
+        assert all(j.raft_status().term == 0 and not j.raft_status().is_leader for j in joiners)
+        await asyncio.sleep(0.05)
+
+    await cluster.start(0)
+    assert await cluster.wait_leader() == 0
+    for joiner in joiners:
+        await joiner.barrier(timeout=10)
+        snap = joiner.snapshot()
+        assert snap.lease.holder == "a" and [h["request_id"] for h in snap.history] == ["kept"]
+        joiner.finish_joining()
+    await cluster.stop(0)
+    new = await cluster.wait_leader(timeout=10)
+    assert new in (1, 2)
+    assert await cluster.node(new).renew_lease("a", "ia", 1, 3.0, timeout=CMD_TIMEOUT)
 
 
 async def test_command_on_a_leader_that_lost_its_followers_is_outcome_unknown(cluster: Cluster) -> None:

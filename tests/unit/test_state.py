@@ -336,6 +336,16 @@ def test_renew_resolver_needs_our_request_id() -> None:
     assert resolve(state) is False
 
 
+def test_holder_resolvers_on_a_replica_behind_the_lease_cannot_tell() -> None:
+    """A replica that has not applied the acquire yet is behind, not past it: no verdict."""
+    lagging = st.initial_state()
+    for op, extra in (("renew_lease", {"ttl": 3.0, "request_id": "r"}), ("release_lease", {"request_id": "r"}),
+                      ("append_history", {"entry": {"request_id": "h"}})):
+        cmd = st.make_command(op, name="a", instance_id="ia", version=1, **extra)
+        assert resolver_for(cmd)(lagging) is None, op
+        assert resolver_for(cmd)(held("b", "ib")) is False, op  # version 1 is someone else's: gone
+
+
 def test_history_config_failover_and_idempotent_resolvers() -> None:
     state = held()
     hist = st.make_command("append_history", name="a", instance_id="ia", version=1,

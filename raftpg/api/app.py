@@ -250,6 +250,11 @@ class _Handlers:
                 verb = "switched over" if request_plan.kind == "switchover" else "failed over"
                 return web.json_response({"message": f'Successfully {verb} to "{current.lease_holder}"',
                                           "leader": current.lease_holder})
+            dropped = current.failover_dropped
+            if dropped is not None and dropped.get("request_id") == record["request_id"]:
+                holder = current.lease_holder or "the leader"
+                raise ApiError(412, f"{request_plan.kind.capitalize()} not carried out: {holder} dropped the "
+                                    f"request: {dropped.get('reason') or 'no reason given'}", request=record)
             if loop.time() >= deadline:
                 raise ApiError(503, f"{request_plan.kind.capitalize()} status unknown: the lease did not move "
                                     f"within the time allowed (holder: {current.lease_holder or 'nobody'})",

@@ -38,6 +38,7 @@ class ClusterInfo:
     config: Mapping[str, Any] = field(default_factory=_empty)
     config_version: int = 0
     failover: Mapping[str, Any] | None = None
+    failover_dropped: Mapping[str, Any] | None = None
     sync: Mapping[str, Any] = field(default_factory=_empty)
     history: tuple[Mapping[str, Any], ...] = ()
 
@@ -55,6 +56,7 @@ class ClusterInfo:
             config=snapshot.config,
             config_version=snapshot.config_version,
             failover=snapshot.failover,
+            failover_dropped=snapshot.failover_dropped,
             sync=snapshot.sync,
             history=snapshot.history,
         )

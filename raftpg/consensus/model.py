@@ -38,6 +38,8 @@ class Snapshot:
     config: Mapping[str, Any]
     config_version: int
     failover: Mapping[str, Any] | None
+    failover_dropped: Mapping[str, Any] | None
+    """{request_id, reason} of the last request the leader dropped without carrying it out."""
     sync: Mapping[str, Any]
     history: tuple[Mapping[str, Any], ...]
     last_applied: int

@@ -207,6 +207,7 @@ class RaftNode:
             config=state["config"],
             config_version=state["config_version"],
             failover=state["failover"],
+            failover_dropped=state["failover_dropped"],
             sync=state["sync"],
             history=tuple(state["history"]),
             last_applied=self._syncobj.raftLastApplied if self._syncobj is not None else 0,
@@ -393,8 +394,9 @@ class RaftNode:
             plain.setdefault("request_id", _request_id())
         return await self._submit(st.make_command("set_failover", request=plain), timeout)
 
-    async def clear_failover(self, request_id: str, *, timeout: float) -> bool:
-        return await self._submit(st.make_command("clear_failover", request_id=request_id), timeout)
+    async def clear_failover(self, request_id: str, *, reason: str | None = None, timeout: float) -> bool:
+        """Drop that request (not a newer one); the reason tells the waiting API call why."""
+        return await self._submit(st.make_command("clear_failover", request_id=request_id, reason=reason), timeout)
 
     async def add_member_addr(self, addr: str, *, timeout: float) -> None:
         """Add a Raft voter (pysyncobj dynamic membership). One change at a time cluster-wide."""

@@ -44,6 +44,7 @@ def initial_state() -> State:
         "config": {},
         "config_version": 0,
         "failover": None,
+        "failover_dropped": None,
         "sync": {"leader": None, "members": []},
         "history": [],
     }
@@ -273,12 +274,18 @@ def set_failover(
     return True
 
 
-def clear_failover(state: State, request_id: str) -> bool:
-    """Drop the request only if it is still that one, so a late command cannot drop a newer one."""
+def clear_failover(state: State, request_id: str, reason: str | None = None) -> bool:
+    """Drop the request only if it is still that one, so a late command cannot drop a newer one.
+    A reason means it was not carried out: it stays (until the next such drop) for whoever waits
+    on the request to report."""
     current = state["failover"]
     if current is None or current.get("request_id") != request_id:
         return False
+    if reason is not None and not _is_str(reason):
+        return False
     state["failover"] = None
+    if reason is not None:
+        state["failover_dropped"] = {"request_id": request_id, "reason": reason}
     return True
 
 

@@ -262,7 +262,8 @@ class Executor:
             case Switchover():
                 return await self._switchover(action.candidate, action.request_id, cluster, config), True
             case ClearFailover():
-                return await self.raft.clear_failover(action.request_id, timeout=config.retry_timeout), False
+                return await self.raft.clear_failover(action.request_id, reason=action.reason,
+                                                      timeout=config.retry_timeout), False
         raise AssertionError(f"no executor for {action!r}")
 
     async def _set_postgres_sync(self, action: SetPostgresSync, config: DynamicConfig) -> None:
@@ -422,16 +423,18 @@ class Executor:
             await self._stop("fast")
             control = await self.pg.controldata(timeout=config.retry_timeout)
             if control.cluster_state != "shut down":
-                logger.error("switchover to %s aborted: PostgreSQL did not shut down cleanly (%s), so its "
-                             "last checkpoint is not the end of its WAL", candidate, control.cluster_state)
-                await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
+                reason = (f"switchover to {candidate} aborted: PostgreSQL did not shut down cleanly "
+                          f"({control.cluster_state}), so its last checkpoint is not the end of its WAL")
+                logger.error("%s", reason)
+                await self.raft.clear_failover(request_id, reason=reason, timeout=config.retry_timeout)
                 return False
             lsn = control.checkpoint_lsn
             caught_up = await self._wait_received(target.name, cluster, lsn, timeout=max(5.0, config.ttl))
             if not caught_up:
-                logger.error("switchover to %s aborted: it did not receive our shutdown checkpoint %s; "
-                             "restarting as primary", candidate, lsn)
-                await self.raft.clear_failover(request_id, timeout=config.retry_timeout)
+                reason = (f"switchover to {candidate} aborted: it did not receive our shutdown checkpoint "
+                          f"{lsn}; restarting as primary")
+                logger.error("%s", reason)
+                await self.raft.clear_failover(request_id, reason=reason, timeout=config.retry_timeout)
                 await self._start_as_primary(cluster)
                 return False
             version = self.raft.snapshot().lease.version

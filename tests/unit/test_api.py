@@ -140,6 +140,7 @@ class FakeBackend:
         self.config_writes: list[tuple[Mapping[str, Any], int]] = []
         self.calls: list[tuple[str, Any]] = []
         self.move_lease_to: str | None = None
+        self.drop_reason: str | None = None
         self.store_ok = True
         self.error: Exception | None = None
 
@@ -166,6 +167,9 @@ class FakeBackend:
             self.cluster_info = replace(self.cluster_info, failover=request)
             if request is not None and request["scheduled_at"] is None and self.move_lease_to is not None:
                 self.cluster_info = replace(self.cluster_info, lease_holder=self.move_lease_to, failover=None)
+            if request is not None and self.drop_reason is not None:
+                dropped = {"request_id": request["request_id"], "reason": self.drop_reason}
+                self.cluster_info = replace(self.cluster_info, failover=None, failover_dropped=dropped)
         return self.store_ok
 
     async def set_config(self, config: Mapping[str, Any], expected_version: int) -> bool:
@@ -229,7 +233,7 @@ def test_cluster_info_from_snapshot() -> None:
     snapshot = Snapshot(
         scope="demo", initialize="7312345678901234567", lease=lease, members={"node1": member("primary", 1)},
         member_applied_at={"node1": NOW}, config={"pause": True}, config_version=6, failover=None,
-        sync={"leader": "node1", "members": []}, history=(), last_applied=40,
+        failover_dropped=None, sync={"leader": "node1", "members": []}, history=(), last_applied=40,
     )
     info = ClusterInfo.from_snapshot(snapshot)
     assert (info.scope, info.lease_holder, info.lease_version, info.config_version) == ("demo", "node1", 9, 6)
@@ -793,6 +797,15 @@ async def test_switchover_that_does_not_happen_times_out_with_503() -> None:
     status, body = await post(backend, "/switchover", {"leader": "node1", "candidate": "node2"}, 0.2)
     assert status == 503
     assert "status unknown" in body["error"]
+
+
+async def test_switchover_the_leader_drops_fails_at_once_with_its_reason() -> None:
+    backend = FakeBackend()
+    backend.drop_reason = "switchover cancelled: node2 is not a healthy streaming replica"
+    status, body = await post(backend, "/switchover", {"leader": "node1", "candidate": "node2"}, 30.0)
+    assert status == 412
+    assert body["error"] == ("Switchover not carried out: node1 dropped the request: "
+                             "switchover cancelled: node2 is not a healthy streaming replica")
 
 
 async def test_scheduled_switchover() -> None:

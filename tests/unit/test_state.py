@@ -199,9 +199,20 @@ def test_failover_set_and_clear_only_that_request() -> None:
     assert not st.set_failover(state, {"request_id": "f2"}, expected_request_id="f0")
     assert st.set_failover(state, {"request_id": "f2"}, expected_request_id="f1")
     assert st.clear_failover(state, "f2")
-    assert state["failover"] is None
+    assert state["failover"] is None and state["failover_dropped"] is None  # carried out: no reason
     assert not st.set_failover(state, {"leader": "a"})  # request_id is mandatory
     assert st.set_failover(state, None)
+
+
+def test_a_request_dropped_with_a_reason_keeps_it_for_the_waiting_caller() -> None:
+    state = st.initial_state()
+    assert st.set_failover(state, {"request_id": "f1", "leader": "a", "candidate": "b"})
+    assert not st.clear_failover(state, "f1", reason=7)  # type: ignore[arg-type]
+    assert state["failover"] is not None
+    assert st.clear_failover(state, "f1", reason="b is not a healthy streaming replica")
+    assert state["failover_dropped"] == {"request_id": "f1", "reason": "b is not a healthy streaming replica"}
+    assert st.normalize({k: v for k, v in st.initial_state().items() if k != "failover_dropped"})[
+        "failover_dropped"] is None  # a dump from before this key
 
 
 def test_members_publish_and_remove() -> None:

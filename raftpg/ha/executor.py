@@ -41,7 +41,7 @@ from raftpg.ha.peers import fetch_peer_positions, fetch_status, peer_position_fr
 from raftpg.ha.status import NodeStatus
 from raftpg.ha.sync import SyncSet, standby_names
 from raftpg.ha.views import ClusterView, LocalView, PgRole
-from raftpg.postgres.conf import build_parameters, slot_name_for
+from raftpg.postgres.conf import PROMOTION_PARAMETERS, build_parameters, slot_name_for
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
 from raftpg.postgres.instance import PostgresInstance
@@ -398,10 +398,11 @@ class Executor:
         await self._arm_fence()
         self.rewound = False
         self._block_commits_until_sync()
-        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
+        await self.pg.reload(parameters=self.parameters() | PROMOTION_PARAMETERS, timeout=config.retry_timeout)
         old_timeline = local.timeline
         await self.pg.promote(timeout=self._slow_timeout())
         self.upstream = None
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
         entry = {"request_id": uuid.uuid4().hex, "timeline": old_timeline, "lsn": local.replay_lsn,
                  "reason": action.reason, "time": time.time(), "leader": self.settings.name}
         version = self.raft.snapshot().lease.version

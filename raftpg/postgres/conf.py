@@ -57,6 +57,12 @@ def _warn_ignored(source: str, name: str, reason: str) -> None:
     logger.warning("ignoring %s parameter %s: %s", source, name, reason)
 
 
+# Set only for the moment of a promotion: the startup process notices a promote request only when
+# its wait for WAL times out, so the regular interval would add up to its length to every
+# switchover. Not kept for standbys: each retry forks a walreceiver and logs a connection error.
+PROMOTION_PARAMETERS = {"wal_retrieve_retry_interval": "10ms"}
+
+
 def build_parameters(
     settings: PostgresSettings,
     dynamic_params: Mapping[str, str],

@@ -44,6 +44,7 @@ _CONFIG_FILES = ("postgresql.conf", conf.BASE_CONF, "postgresql.auto.conf", "pg_
 _OWNED_INITDB_OPTIONS = ("-D", "--pgdata", "-U", "--username", "--pwfile", "-W", "--pwprompt", "-A", "--auth")
 _LOG_TAIL_LINES = 30
 _KILL_WAIT = 5.0
+PROMOTE_POLL = 0.01
 
 
 class Keep(enum.Enum):
@@ -316,14 +317,25 @@ class PostgresInstance:
         logger.info("now following %s%s", upstream, f" with slot {slot}" if slot else "")
 
     async def promote(self, timeout: float, *, checkpoint: bool = True) -> None:
-        """pg_ctl promote -w; then CHECKPOINT so pg_controldata (which pg_rewind reads on this
-        server as a source) shows the new timeline at once."""
+        """pg_promote, then wait until the server is out of recovery (writable); then CHECKPOINT so
+        pg_controldata (which pg_rewind reads on this server as a source) shows the new timeline
+        at once. Polled here every 10 ms: pg_ctl promote -w and pg_promote(wait) poll every 100 ms."""
         self._require_running("promote")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        argv = [self._bin("pg_ctl"), "promote", "-D", str(self.data_dir), "-w"]
-        argv += ["-t", str(max(1, math.ceil(timeout))), "-s"]
-        await run_command(argv, timeout=timeout)
+
+        def remaining() -> float:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise PostgresError(f"promotion did not finish within {timeout:.0f}s")
+            return left
+
+        await self.execute("SELECT pg_promote(wait => false)", timeout=remaining())
+        while True:
+            rows = await self.execute("SELECT pg_is_in_recovery()", timeout=remaining())
+            if not rows[0][0]:
+                break
+            await asyncio.sleep(min(PROMOTE_POLL, remaining()))
         logger.info("promoted PostgreSQL")
         if checkpoint:
             await self.execute("CHECKPOINT", timeout=max(1.0, deadline - loop.time()))

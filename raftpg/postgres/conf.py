@@ -35,6 +35,10 @@ DEFAULT_PARAMETERS: Mapping[str, str] = MappingProxyType(
         # After its upstream stops, a standby retries (and notices a promote request) only after
         # this interval; PostgreSQL's 5 s default would stall every switchover by that much.
         "wal_retrieve_retry_interval": "500ms",
+        # A primary releases commits waiting for a synchronous standby only on a reply from it. A
+        # standby that has flushed everything replies again only after this interval, so commits
+        # made before synchronous_standby_names named it wait that long: 10 s by default.
+        "wal_receiver_status_interval": "1s",
     }
 )
 

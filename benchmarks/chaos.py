@@ -346,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = scratch_dir()
     logger.info("cluster under %s, seed %d", base, args.seed)
+    # A SIGTERM unwinds like Ctrl-C, so the cluster and its network namespaces are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         summary = run(args, base)
     except BaseException:

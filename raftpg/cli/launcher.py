@@ -457,6 +457,7 @@ class LocalCluster:
 
     def wait_primary(self, timeout: float, exclude: str | None = None) -> str:
         def probe() -> str | None:
+            self.check_no_startup_failure()
             name = self.primary()
             return name if name is not None and name != exclude else None
 
@@ -469,9 +470,19 @@ class LocalCluster:
         return {r.get("application_name") for r in body.get("replication") or []
                 if r.get("state") == "streaming"}
 
+    def check_no_startup_failure(self) -> None:
+        """Raise at once, with its log, if a node we started exited with an error (a config or
+        start-up problem) instead of letting a wait for the cluster run into its timeout."""
+        for name, node in self.nodes.items():
+            code = node.process.poll() if node.process is not None else None
+            if code in (1, 2):
+                tail = "\n".join(node.log_path.read_text(errors="replace").splitlines()[-15:])
+                raise RuntimeError(f"{name}'s raftpg exited with code {code}:\n{tail}")
+
     def wait_healthy(self, timeout: float) -> str:
         """One primary and every other running node streaming from it."""
         def probe() -> str | None:
+            self.check_no_startup_failure()
             primary = self.primary()
             if primary is None:
                 return None

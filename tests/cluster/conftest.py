@@ -17,7 +17,7 @@ from raftpg.config import discover_bin_dir
 HEALTHY_TIMEOUT = 90.0
 
 
-def _scratch_dir(prefix: str) -> Path:
+def scratch_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     if os.geteuid() == 0:
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def make_cluster(request: pytest.FixtureRequest, settled: Callable[[LocalCluster], object] | None = None,
                  **kwargs: object) -> Iterator[LocalCluster]:
     """Start a cluster for a module, wait until `settled` (default: healthy), stop it by PID after."""
-    base = _scratch_dir(f"raftpg-{request.module.__name__.rsplit('.', 1)[-1]}-")
+    base = scratch_dir(f"raftpg-{request.module.__name__.rsplit('.', 1)[-1]}-")
     cluster = LocalCluster(base_dir=base, **kwargs)  # type: ignore[arg-type]
     cluster.start()
     try:

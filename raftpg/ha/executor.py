@@ -58,6 +58,14 @@ ADVANCE_STANDBY_SLOTS = (
 
 
 @dataclass(frozen=True)
+class RewindFailure:
+    source: str
+    lease_version: int  # of the source's lease when it failed
+    at: float  # boottime
+    source_unreachable: bool
+
+
+@dataclass(frozen=True)
 class LocalRequest:
     """An operator request for this node only (restart, reload, reinitialize), from the API."""
 
@@ -75,7 +83,7 @@ class Executor:
         self._config = config
         self.upstream: str | None = None
         self.state = "stopped"
-        self.rewind_failure: tuple[str, float] | None = None  # (source, boottime) of the last failed pg_rewind
+        self.rewind_failure: RewindFailure | None = None
         self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
         self.needs_rewind = False  # a standby that could not start or stream: rewind if timelines differ
         self.bootstrap_failed = False
@@ -342,7 +350,8 @@ class Executor:
         self.state = "stopped"
         if not result.ok:
             logger.error("pg_rewind from %s failed: %s", action.source, result.output[-2000:])
-            self.rewind_failure = (action.source, boottime())
+            self.rewind_failure = RewindFailure(action.source, cluster.lease.version, boottime(),
+                                                result.source_unreachable)
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
         self.rewound = True

@@ -344,13 +344,16 @@ class HaLoop:
         )
 
     def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
-        """A failed pg_rewind counts against the same leader for a while; a new leader, or time, earns
-        another attempt (the source may just have been unreachable)."""
+        """A failed pg_rewind counts against the same lease (holder and version) for a while; a new
+        lease, or time, earns another attempt. A source that was merely unreachable (restarting,
+        or just killed and reclaiming its lease) is tried again after loop_wait."""
         failure = self.executor.rewind_failure
         if failure is None:
             return False
-        source, at = failure
-        return source == snap.lease.holder and now - at < max(REWIND_RETRY_INTERVAL, 3 * config.ttl)
+        if (failure.source, failure.lease_version) != (snap.lease.holder, snap.lease.version):
+            return False
+        wait = config.loop_wait if failure.source_unreachable else max(REWIND_RETRY_INTERVAL, 3 * config.ttl)
+        return now - failure.at < wait
 
     def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
         if role is not PgRole.REPLICA or pg.streaming:

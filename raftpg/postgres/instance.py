@@ -12,6 +12,7 @@ import enum
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -71,6 +72,12 @@ class RewindResult:
     @property
     def ok(self) -> bool:
         return self.outcome is not RewindOutcome.FAILED
+
+    @property
+    def source_unreachable(self) -> bool:
+        """It failed before comparing anything: it could not connect to the source server."""
+        failed_to_connect = re.search(r"connection to server .* failed", self.output) is not None
+        return self.outcome is RewindOutcome.FAILED and failed_to_connect
 
     @property
     def summary(self) -> str:

@@ -33,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from raftpg.postgres.instance import RewindOutcome, RewindResult
+
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 SU_PASSWORD = "su-pass'word\\x"  # quotes and backslashes on purpose
 REPL_PASSWORD = "repl pass"
@@ -601,8 +603,14 @@ def test_promote_then_rewind_the_old_primary(n1: Node, n2: Node) -> None:
     drive(n1, "stop", mode="immediate")
     assert drive(n1, "controldata")["cluster_state"] == "in production"  # crashed, not clean
 
+    # A source that is not there (a new primary killed a moment ago): told apart, nothing changed.
+    unreachable = drive(n1, "rewind", source=free_port())
+    assert RewindResult(RewindOutcome(unreachable["outcome"]), unreachable["output"]).source_unreachable
+    assert drive(n1, "controldata")["cluster_state"] == "in production"
+
     result = drive(n1, "rewind", source=n2.port)
     assert result["outcome"] == "rewound", result["output"]
+    assert not RewindResult(RewindOutcome(result["outcome"]), result["output"]).source_unreachable
     assert (n1.data_dir / "standby.signal").exists()
     conf_text = (n1.data_dir / "postgresql.conf").read_text()
     assert f"port = '{n1.port}'" in conf_text  # ours, not n2's copy

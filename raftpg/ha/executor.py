@@ -57,12 +57,26 @@ ADVANCE_STANDBY_SLOTS = (
 )
 
 
+REWIND_RETRY_INTERVAL = 30.0  # seconds before a failed pg_rewind is tried again against the same lease
+
+
 @dataclass(frozen=True)
 class RewindFailure:
+    """A failed pg_rewind counts against the same lease (holder and version) for a while; a new
+    lease, or time, earns another attempt. A source that was merely unreachable (restarting, or
+    killed a moment ago and reclaiming its lease) is tried again after loop_wait."""
+
     source: str
     lease_version: int  # of the source's lease when it failed
     at: float  # boottime
     source_unreachable: bool
+
+    def blocks_retry(self, holder: str | None, lease_version: int, now: float, loop_wait: float,
+                     ttl: float) -> bool:
+        if (self.source, self.lease_version) != (holder, lease_version):
+            return False
+        wait = loop_wait if self.source_unreachable else max(REWIND_RETRY_INTERVAL, 3 * ttl)
+        return now - self.at < wait
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,6 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
-REWIND_RETRY_INTERVAL = 30.0  # seconds before pg_rewind is tried again against the same leader
 SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 # Actions after which PostgreSQL's role, state and upstream are what they were before.
 KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
@@ -344,16 +343,9 @@ class HaLoop:
         )
 
     def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
-        """A failed pg_rewind counts against the same lease (holder and version) for a while; a new
-        lease, or time, earns another attempt. A source that was merely unreachable (restarting,
-        or just killed and reclaiming its lease) is tried again after loop_wait."""
         failure = self.executor.rewind_failure
-        if failure is None:
-            return False
-        if (failure.source, failure.lease_version) != (snap.lease.holder, snap.lease.version):
-            return False
-        wait = config.loop_wait if failure.source_unreachable else max(REWIND_RETRY_INTERVAL, 3 * config.ttl)
-        return now - failure.at < wait
+        return failure is not None and failure.blocks_retry(snap.lease.holder, snap.lease.version, now,
+                                                            config.loop_wait, config.ttl)
 
     def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
         if role is not PgRole.REPLICA or pg.streaming:

@@ -1,0 +1,34 @@
+"""When a failed pg_rewind may be tried again (RewindFailure.blocks_retry)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raftpg.ha.executor import REWIND_RETRY_INTERVAL, RewindFailure
+
+pytestmark = pytest.mark.unit
+
+AT = 1000.0
+
+
+@pytest.mark.parametrize(
+    ("unreachable", "holder", "version", "after", "blocked"),
+    [
+        (True, "node2", 7, 0.5, True),  # unreachable source: wait loop_wait (1 s)...
+        (True, "node2", 7, 1.0, False),  # ...then try again
+        (False, "node2", 7, 1.0, True),  # a real failure waits the long interval
+        (False, "node2", 7, REWIND_RETRY_INTERVAL - 0.1, True),
+        (False, "node2", 7, REWIND_RETRY_INTERVAL, False),
+        (False, "node2", 8, 1.0, False),  # the same holder reclaimed its lease: a new attempt
+        (False, "node3", 8, 1.0, False),  # another leader: a new attempt
+        (False, None, 8, 1.0, False),
+    ],
+)
+def test_blocks_retry(unreachable: bool, holder: str | None, version: int, after: float, blocked: bool) -> None:
+    failure = RewindFailure("node2", 7, AT, unreachable)
+    assert failure.blocks_retry(holder, version, AT + after, loop_wait=1.0, ttl=5.0) is blocked
+
+
+def test_long_interval_grows_with_ttl() -> None:
+    failure = RewindFailure("node2", 7, AT, source_unreachable=False)
+    assert failure.blocks_retry("node2", 7, AT + REWIND_RETRY_INTERVAL + 1, loop_wait=1.0, ttl=20.0)

@@ -276,10 +276,14 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
             return [Rewind(f"former primary on timeline {local.timeline}, leader {holder} on "
                            f"{holder_member.timeline if holder_member else '?'}: rewinding", holder)]
         return [StartStandby(f"starting as a standby of {upstream}", upstream)]
+    recovering = local.role is PgRole.UNKNOWN and local.standby_mode
     if local.role is PgRole.REPLICA and local.upstream != upstream:
         return [Follow(f"following {upstream} (was {local.upstream})", upstream)]
+    if recovering and local.upstream != upstream:
+        # Not consistent yet (it does not accept connections): the WAL it waits for may be on the leader.
+        return [Follow(f"following {upstream} (was {local.upstream}) while PostgreSQL recovers", upstream)]
     holder_timeline = cluster.holder_member.timeline if cluster.holder_member else None
-    if (local.role is PgRole.REPLICA and local.standby_stuck and holder_timeline is not None
+    if ((local.role is PgRole.REPLICA or recovering) and local.standby_stuck and holder_timeline is not None
             and holder_timeline != local.timeline):
         return [Demote(f"standby has not streamed from {upstream} for longer than ttl and is on timeline "
                        f"{local.timeline}, the leader on {holder_timeline}: stopping to rewind",

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import aiohttp
@@ -182,7 +182,8 @@ class Executor:
 
     # --- actions -----------------------------------------------------------------------------
     async def carry_out(self, action: Action, local: LocalView, cluster: ClusterView) -> tuple[bool, bool]:
-        """Returns (succeeded, lease changed)."""
+        """Returns (succeeded, run the next cycle at once): after the lease or PostgreSQL's role
+        changed, the follow-up steps (a new primary's synchronous set) should not wait loop_wait."""
         logger.debug("carrying out %s", action)
         try:
             if self.lease.holds(boottime()) and not isinstance(action, SELF_RENEWING):
@@ -236,12 +237,14 @@ class Executor:
             case Clone():
                 return await self._clone(action, cluster), False
             case StartPrimary():
-                return await self._start_as_primary(cluster), False
+                ok = await self._start_as_primary(cluster)
+                return ok, ok
             case StartStandby():
                 await self._start_standby(action.upstream, cluster)
                 return True, False
             case Promote():
-                return await self._promote(action, local, cluster, config), False
+                ok = await self._promote(action, local, cluster, config)
+                return ok, ok
             case Demote():
                 self.needs_rewind = self.needs_rewind or action.then_rewind
                 self.before_demote()
@@ -306,6 +309,23 @@ class Executor:
             await asyncio.sleep(0.02)
         logger.info("%s: synchronous_standby_names = '%s' from LSN %s", action.reason, names,
                     self.sync_switch_lsn)
+        if action.members:
+            await self._nudge_sync_standbys(action.members, config)
+
+    async def _nudge_sync_standbys(self, members: Collection[str], config: DynamicConfig) -> None:
+        """Release commits that waited for a synchronous standby now, not on its next status reply
+        (wal_receiver_status_interval later): once a named standby's walsender counts it as
+        synchronous, commit one transaction of our own; the standby replies on flushing it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + config.retry_timeout / 2
+        while loop.time() < deadline:
+            rows = await self.pg.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name = ANY(%s) "
+                                         "AND sync_state IN ('sync', 'quorum', 'potential')", (sorted(members),),
+                                         timeout=config.retry_timeout)
+            if rows and rows[0][0] > 0:
+                await self.pg.execute("SELECT txid_current()", timeout=config.retry_timeout)
+                return
+            await asyncio.sleep(0.02)
 
     async def _bootstrap(self, action: Bootstrap, config: DynamicConfig) -> bool:
         async with self.lease.kept_alive(config.loop_wait, config.retry_timeout):

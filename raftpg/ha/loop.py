@@ -340,6 +340,7 @@ class HaLoop:
             cannot_lead=self._cannot_lead(),
             needs_rewind=self.executor.needs_rewind,
             standby_stuck=self._standby_stuck(role, pg, now, config.ttl),
+            standby_mode=self.pg.standby_signal_present(),
         )
 
     def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
@@ -348,7 +349,9 @@ class HaLoop:
                                                             config.loop_wait, config.ttl)
 
     def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
-        if role is not PgRole.REPLICA or pg.streaming:
+        """Running as a standby, or still recovering towards consistency, without streaming."""
+        recovering = role is PgRole.UNKNOWN and self.pg.standby_signal_present()
+        if not (role is PgRole.REPLICA or recovering) or pg.streaming:
             self._not_streaming_since = None
             return False
         if self._not_streaming_since is None:

@@ -184,7 +184,8 @@ class LocalView:
     standbys: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # streaming: flush LSN
     sync_switch_lsn: int | None = None  # where PostgreSQL last changed synchronous_standby_names
     needs_rewind: bool = False  # our standby could not start or stream: rewind if the timeline differs
-    standby_stuck: bool = False  # running standby that has not streamed for longer than ttl
+    standby_stuck: bool = False  # standby (running or still recovering) that has not streamed for longer than ttl
+    standby_mode: bool = False  # standby.signal is there: a postmaster we cannot query yet is a recovering standby
     cannot_lead: str | None = None  # disk nearly full, required watchdog unavailable: step down, never lead
 
     def holds_lease(self, lease: LeaseView) -> bool:

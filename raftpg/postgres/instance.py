@@ -315,11 +315,12 @@ class PostgresInstance:
     async def follow(
         self, upstream: Address, slot: str | None, parameters: Mapping[str, str], timeout: float
     ) -> None:
-        """Point a running standby at another upstream: primary_conninfo reloads in PG 15."""
+        """Point a running standby at another upstream: primary_conninfo reloads in PG 15. Also for
+        a standby still recovering towards consistency, which accepts no connections yet: the
+        WAL it waits for may be on the new upstream."""
         self._require_running("follow")
-        rows = await self._session.fetch("SELECT pg_is_in_recovery()", timeout=timeout)
-        if not rows[0][0]:
-            raise PostgresError("cannot follow: this server is a primary; restart it as a standby")
+        if not self.standby_signal_present():
+            raise PostgresError("cannot follow: this server is not in standby mode; restart it as a standby")
         await self.reload(parameters, upstream=upstream, slot=slot, timeout=timeout)
         logger.info("now following %s%s", upstream, f" with slot {slot}" if slot else "")
 

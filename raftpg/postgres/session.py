@@ -44,6 +44,9 @@ class PgSession:
             "user": user,
             "dbname": dbname,
             "application_name": application_name,
+            # raftpg's own statements never wait for a synchronous standby: a commit of ours (a
+            # role, the nudge after naming standbys) must not hang on the replication it manages.
+            "options": "-c synchronous_commit=local",
         }
         if password is not None:
             self._connect_args["password"] = password

@@ -505,6 +505,22 @@ def test_stuck_standby_on_another_timeline_stops_to_rewind() -> None:
     assert kinds(decide(the_cluster, local(timeline=2, standby_stuck=False))) == [A.EnsureSlots, A.Idle]
 
 
+def test_recovering_standby_is_pointed_at_the_leader_and_rewinds_if_stuck_on_another_timeline() -> None:
+    """A standby that accepts no connections yet (not consistent) may need WAL only the leader has:
+    started to learn its position with no upstream, it would wait for ever."""
+    the_cluster = cluster(members=[member("node1", role="primary", timeline=3), member("node2")])
+    recovering = local(role=PgRole.UNKNOWN, standby_mode=True, upstream=None, timeline=2)
+    actions = decide(the_cluster, recovering)
+    assert kinds(actions) == [A.Follow] and actions[0].upstream == "node1"
+    following = replace(recovering, upstream="node1")
+    assert kinds(decide(the_cluster, following)) == [A.Idle]
+    stuck = decide(the_cluster, replace(following, standby_stuck=True))
+    assert isinstance(stuck[0], A.Demote) and stuck[0].then_rewind
+    assert kinds(decide(the_cluster, replace(following, standby_stuck=True, timeline=3))) == [A.Idle]
+    # A postmaster we cannot query and that is no standby (crash recovery of a primary): wait.
+    assert kinds(decide(the_cluster, local(role=PgRole.UNKNOWN, upstream=None))) == [A.Idle]
+
+
 def test_standby_that_failed_to_start_rewinds_when_timelines_differ() -> None:
     the_cluster = cluster(members=[member("node1", role="primary", timeline=3), member("node2")])
     actions = decide(the_cluster, local(role=PgRole.STOPPED, timeline=2, needs_rewind=True))

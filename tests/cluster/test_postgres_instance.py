@@ -433,7 +433,7 @@ def test_follow_switches_the_upstream_of_a_running_standby(n1: Node, n2: Node, n
     assert drive(n3, "pid") == pid  # no restart
     drive(n3, "follow", upstream=n1.port)
     wait_for(lambda: streams_from(f"127.0.0.1:{n1.port}"), 30, "n3 streaming from n1 again", 0.2)
-    with pytest.raises(DriverError, match="is a primary"):
+    with pytest.raises(DriverError, match="not in standby mode"):
         drive(n1, "follow", upstream=n2.port)
 
 

@@ -129,6 +129,7 @@ class RaftNode:
         )
         try:
             obj = Replica(self._self_addr, self._partner_addrs, conf, consumers=[self._machine],
+                          journal_file=self._data_dir / JOURNAL_FILE, dump_file=self._data_dir / DUMP_FILE,
                           stands_for_election=not self._joining)
         except Exception as e:
             raise ConsensusError(f"cannot start Raft replica on {self._self_addr}: {e}") from e

@@ -12,12 +12,12 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from raftpg.cli.launcher import free_ports
 from raftpg.consensus import RaftNode, Snapshot
 
 TIMINGS = {  # the ttl=3 timings the Raft tests use
@@ -30,10 +30,6 @@ TIMINGS = {  # the ttl=3 timings the Raft tests use
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def replicated_part(snap: Snapshot) -> str:
@@ -66,7 +62,7 @@ async def measure(node: RaftNode, name: str, renewals: int) -> list[float]:
 
 async def main(renewals: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+        addrs = [f"127.0.0.1:{port}" for port in free_ports(3)]
         nodes = [
             RaftNode(scope="bench", self_addr=addr, partner_addrs=addrs, data_dir=Path(tmp) / str(i),
                      password="benchmark password", timings=TIMINGS)

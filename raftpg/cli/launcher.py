@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -46,6 +47,7 @@ TEST_PARAMETERS = {
 
 # Namespace hosts each have their own address, so their ports can be fixed; they still differ per
 # node because the safety checker keys probes and writes by server port.
+FIRST_TEST_PORT = 10000  # loopback clusters take free ports from here up to the ephemeral range
 NETNS_RAFT_PORT = 5010
 NETNS_API_PORT = 8008
 NETNS_PG_PORT = 5432
@@ -535,17 +537,38 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
+_handed_out: set[int] = set()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports free on host now, chosen below the kernel's ephemeral range (a port the kernel hands
+    out for bind to port 0 can be taken by any outgoing connection, ours or PostgreSQL's, before
+    the server meant to get it binds it), and never one this process handed out before."""
+    first_ephemeral = _ephemeral_range()[0]
+    pool = list(range(FIRST_TEST_PORT, max(FIRST_TEST_PORT + count, first_ephemeral)))
+    random.shuffle(pool)
+    chosen: list[int] = []
+    for port in pool:
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            _handed_out.update(chosen)
+            return chosen
+    raise RuntimeError(f"no {count} free ports between {FIRST_TEST_PORT} and {first_ephemeral}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:

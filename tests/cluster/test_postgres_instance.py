@@ -21,7 +21,6 @@ import pwd
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from raftpg.cli.launcher import free_ports
 from raftpg.postgres.instance import RewindOutcome, RewindResult
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -145,9 +145,7 @@ class DriverError(Exception):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def alive(pid: int) -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from raftpg.cli.launcher import free_ports
 from raftpg.consensus import RaftNode
 
 SCOPE = "raft-test"
@@ -29,9 +29,7 @@ def timings_for_tests() -> dict[str, float]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -47,7 +45,7 @@ class Cluster:
 
     def __init__(self, root: Path, size: int) -> None:
         self.root = root
-        self.addrs = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        self.addrs = [f"127.0.0.1:{port}" for port in free_ports(size)]
         self.nodes: list[RaftNode | None] = [None] * size
         self.changes = [0] * size
 

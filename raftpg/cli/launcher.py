@@ -544,7 +544,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports free on host now, chosen below the kernel's ephemeral range (a port the kernel hands
     out for bind to port 0 can be taken by any outgoing connection, ours or PostgreSQL's, before
     the server meant to get it binds it), and never one this process handed out before."""
-    first_ephemeral = _ephemeral_range()[0]
+    first_ephemeral = _first_ephemeral_port()
     pool = list(range(FIRST_TEST_PORT, max(FIRST_TEST_PORT + count, first_ephemeral)))
     random.shuffle(pool)
     chosen: list[int] = []
@@ -563,12 +563,11 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     raise RuntimeError(f"no {count} free ports between {FIRST_TEST_PORT} and {first_ephemeral}")
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _first_ephemeral_port() -> int:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:

@@ -154,10 +154,6 @@ class RaftNode:
             self._require().stand_for_election()
             logger.info("rejoined: this replica has the cluster's Raft log and stands for election again")
 
-    @property
-    def joining(self) -> bool:
-        return self._joining
-
     async def stop(self, timeout: float = 5.0) -> None:
         """Destroy the replica and wait (bounded) for its tick thread to end."""
         if self._stopped:

@@ -168,16 +168,26 @@ class Executor:
                             timeout=max(5.0, config.primary_start_timeout))
         self.upstream = None
         self.state = "running"
+        if not await self._fence_and_promote(config):
+            return False
+        logger.info("PostgreSQL runs as primary again (restarted as a standby, fenced, promoted)")
+        return True
+
+    async def _fence_and_promote(self, config: DynamicConfig) -> bool:
+        """Promote the running standby: a fence guards it before it accepts a write (rule 1), it
+        acknowledges nothing until its synchronous standbys are in Raft (rule 5), and the lease is
+        still ours once the fence is armed (starting or stopping others may have taken long)."""
         await self._arm_fence()
         if not self.lease.holds(boottime()):
-            logger.error("not promoting the restarted server: our lease deadline has passed")
+            logger.error("not promoting: our lease deadline has passed meanwhile")
             return False
         self._block_commits_until_sync()
-        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
+        self.rewound = False  # from here on the data directory may be a primary's: never skip pg_rewind
+        await self.pg.reload(parameters={**self.parameters(), **PROMOTION_PARAMETERS}, timeout=config.retry_timeout)
         await self.pg.promote(timeout=self._slow_timeout())
-        self.rewound = False
+        self.upstream = None
         self.needs_rewind = False
-        logger.info("PostgreSQL runs as primary again (restarted as a standby, fenced, promoted)")
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
         return True
 
     # --- actions -----------------------------------------------------------------------------
@@ -438,15 +448,9 @@ class Executor:
             logger.error("not promoting: %s; releasing the lease", problem)
             await self.lease.release(timeout=config.retry_timeout)
             return False
-        await self._arm_fence()
-        self.rewound = False
-        self._block_commits_until_sync()
-        await self.pg.reload(parameters=self.parameters() | PROMOTION_PARAMETERS, timeout=config.retry_timeout)
-        old_timeline = local.timeline
-        await self.pg.promote(timeout=self._slow_timeout())
-        self.upstream = None
-        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
-        entry = {"request_id": uuid.uuid4().hex, "timeline": old_timeline, "lsn": local.replay_lsn,
+        if not await self._fence_and_promote(config):
+            return False
+        entry = {"request_id": uuid.uuid4().hex, "timeline": local.timeline, "lsn": local.replay_lsn,
                  "reason": action.reason, "time": time.time(), "leader": self.settings.name}
         version = self.raft.snapshot().lease.version
         try:
@@ -454,7 +458,7 @@ class Executor:
                                            timeout=config.retry_timeout)
         except ConsensusError as exc:
             logger.warning("could not record the promotion in the history: %s", exc)
-        logger.info("promoted: now primary (was timeline %s)", old_timeline)
+        logger.info("promoted: now primary (was timeline %s)", local.timeline)
         return True
 
     async def _switchover(self, candidate: str, request_id: str, cluster: ClusterView,

@@ -298,6 +298,7 @@ class HaLoop:
     def _local_view(self, snap: Snapshot, config: DynamicConfig, pg: PgStatus, control: ControlData | None,
                     now: float) -> LocalView:
         data_dir = self.pg.data_dir_state()
+        standby_mode = self.pg.standby_signal_present()
         if pg.running:
             role = PgRole.REPLICA if pg.in_recovery else PgRole.PRIMARY
         elif self.pg.postmaster_pid() is not None:
@@ -339,8 +340,8 @@ class HaLoop:
             sync_switch_lsn=self.executor.sync_switch_lsn,
             cannot_lead=self._cannot_lead(),
             needs_rewind=self.executor.needs_rewind,
-            standby_stuck=self._standby_stuck(role, pg, now, config.ttl),
-            standby_mode=self.pg.standby_signal_present(),
+            standby_stuck=self._standby_stuck(role, standby_mode, pg, now, config.ttl),
+            standby_mode=standby_mode,
         )
 
     def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
@@ -348,9 +349,9 @@ class HaLoop:
         return failure is not None and failure.blocks_retry(snap.lease.holder, snap.lease.version, now,
                                                             config.loop_wait, config.ttl)
 
-    def _standby_stuck(self, role: PgRole, pg: PgStatus, now: float, ttl: float) -> bool:
+    def _standby_stuck(self, role: PgRole, standby_mode: bool, pg: PgStatus, now: float, ttl: float) -> bool:
         """Running as a standby, or still recovering towards consistency, without streaming."""
-        recovering = role is PgRole.UNKNOWN and self.pg.standby_signal_present()
+        recovering = role is PgRole.UNKNOWN and standby_mode
         if not (role is PgRole.REPLICA or recovering) or pg.streaming:
             self._not_streaming_since = None
             return False

@@ -64,7 +64,7 @@ def _warn_ignored(source: str, name: str, reason: str) -> None:
 # Set only for the moment of a promotion: the startup process notices a promote request only when
 # its wait for WAL times out, so the regular interval would add up to its length to every
 # switchover. Not kept for standbys: each retry forks a walreceiver and logs a connection error.
-PROMOTION_PARAMETERS = {"wal_retrieve_retry_interval": "10ms"}
+PROMOTION_PARAMETERS: Mapping[str, str] = MappingProxyType({"wal_retrieve_retry_interval": "10ms"})
 
 
 def build_parameters(

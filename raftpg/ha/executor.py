@@ -9,8 +9,6 @@ import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-import aiohttp
-
 from raftpg.clock import boottime
 from raftpg.config import Address, DynamicConfig, Settings
 from raftpg.consensus import ConsensusError, RaftNode
@@ -41,6 +39,7 @@ from raftpg.ha.peers import fetch_peer_positions, fetch_status, peer_position_fr
 from raftpg.ha.status import NodeStatus
 from raftpg.ha.sync import SyncSet, standby_names
 from raftpg.ha.views import ClusterView, LocalView, PgRole
+from raftpg.http.client import MemberClient
 from raftpg.postgres.conf import PROMOTION_PARAMETERS, build_parameters, slot_name_for
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
@@ -89,8 +88,9 @@ class LocalRequest:
 
 class Executor:
     def __init__(self, settings: Settings, raft: RaftNode, pg: PostgresInstance, lease: LeaseKeeper,
-                 config: Callable[[], DynamicConfig]) -> None:
+                 config: Callable[[], DynamicConfig], http: MemberClient) -> None:
         self.settings = settings
+        self.http = http
         self.raft = raft
         self.pg = pg
         self.lease = lease
@@ -415,20 +415,19 @@ class Executor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pending = {m.name: m for m in witnesses}
-        async with aiohttp.ClientSession() as session:
-            while pending and loop.time() < deadline:
-                for name, member in list(pending.items()):
-                    body = await fetch_status(session, member, timeout=1.0)
-                    if body is None:
-                        continue
-                    upstream = (body.get("raftpg") or {}).get("upstream")
-                    position = peer_position_from_status(name, body)
-                    if position.lsn is not None and position.lsn > own_lsn:
-                        return f"synchronous member {name} is ahead of us ({position.lsn} > {own_lsn})"
-                    if upstream in (None, self.settings.name) or position.role != "replica":
-                        del pending[name]
-                if pending:
-                    await asyncio.sleep(0.05)
+        while pending and loop.time() < deadline:
+            for name, member in list(pending.items()):
+                body = await fetch_status(self.http, member, timeout=1.0)
+                if body is None:
+                    continue
+                upstream = (body.get("raftpg") or {}).get("upstream")
+                position = peer_position_from_status(name, body)
+                if position.lsn is not None and position.lsn > own_lsn:
+                    return f"synchronous member {name} is ahead of us ({position.lsn} > {own_lsn})"
+                if upstream in (None, self.settings.name) or position.role != "replica":
+                    del pending[name]
+            if pending:
+                await asyncio.sleep(0.05)
         reported = len(witnesses) - len(pending)
         if reported < needed:
             return (f"only {reported} of the {needed} synchronous members we counted on stopped streaming "
@@ -498,13 +497,12 @@ class Executor:
     async def _wait_received(self, candidate: str, cluster: ClusterView, lsn: int, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
         member = cluster.members[candidate]
-        async with aiohttp.ClientSession() as session:
-            while asyncio.get_running_loop().time() < deadline:
-                positions = await fetch_peer_positions(session, [member], timeout=1.0)
-                position = positions[candidate]
-                if position.reachable and position.lsn is not None and position.lsn >= lsn:
-                    return True
-                await asyncio.sleep(0.05)
+        while asyncio.get_running_loop().time() < deadline:
+            positions = await fetch_peer_positions(self.http, [member], timeout=1.0)
+            position = positions[candidate]
+            if position.reachable and position.lsn is not None and position.lsn >= lsn:
+                return True
+            await asyncio.sleep(0.05)
         return False
 
     async def serve_requests(self, local: LocalView, cluster: ClusterView) -> None:

@@ -18,8 +18,6 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
-
 from raftpg import __version__
 from raftpg.clock import boottime
 from raftpg.config import ConfigError, DynamicConfig, Settings
@@ -51,6 +49,7 @@ from raftpg.ha.views import (
     SyncState,
 )
 from raftpg.ha.watchdog import Watchdog, WatchdogError
+from raftpg.http.client import MemberClient
 from raftpg.postgres.controldata import ControlData
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
@@ -77,7 +76,8 @@ class HaLoop:
         self.watchdog = Watchdog(settings.watchdog, settings.bootstrap.dcs.ttl)
         self._watchdog_problem: str | None = None
         self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id, self.watchdog)
-        self.executor = Executor(settings, raft, pg, self.lease, self.config)
+        self.http = MemberClient(settings.restapi)
+        self.executor = Executor(settings, raft, pg, self.lease, self.config, self.http)
         self.executor.before_demote = self.invalidate_primary_status
         self._wake = asyncio.Event()
         self._stopping = False
@@ -85,7 +85,6 @@ class HaLoop:
         self._last_decision = ""
         self._status = NodeStatus(name=settings.name, scope=settings.scope, role="unknown", state="starting",
                                   tags=settings.tags)
-        self._http: aiohttp.ClientSession | None = None
         self.cycles = 0
         self._scheduled_restart: float | None = None
         self._not_streaming_since: float | None = None
@@ -125,7 +124,6 @@ class HaLoop:
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
-        self._http = aiohttp.ClientSession()
         await self._probe_required_watchdog()
         watcher = asyncio.create_task(self._watch_postmaster())
         try:
@@ -147,7 +145,7 @@ class HaLoop:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            await self._http.close()
+            await self.http.close()
 
     async def _watch_postmaster(self) -> None:
         """Notice a dead postmaster within 100 ms: health answers must not say 'running' after it
@@ -208,8 +206,7 @@ class HaLoop:
         if (cluster.lease.free or cluster.lease.expired) and cluster.system_identifier is not None \
                 and local.role is PgRole.REPLICA and not self.lease.holds(now):
             others = [m for m in cluster.members.values() if m.name != local.name]
-            assert self._http is not None
-            peers = await fetch_peer_positions(self._http, others, timeout=min(2.0, config.retry_timeout))
+            peers = await fetch_peer_positions(self.http, others, timeout=min(2.0, config.retry_timeout))
             cluster = replace(cluster, peers=MappingProxyType(peers))
         actions = decide(cluster, local)
         self._log_decision(actions)

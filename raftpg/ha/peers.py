@@ -13,29 +13,30 @@ from typing import Any
 import aiohttp
 
 from raftpg.ha.views import MemberView, PeerPosition
+from raftpg.http.client import MemberClient
 
 logger = logging.getLogger(__name__)
 
 
 async def fetch_peer_positions(
-    session: aiohttp.ClientSession, members: Iterable[MemberView], timeout: float
+    client: MemberClient, members: Iterable[MemberView], timeout: float
 ) -> dict[str, PeerPosition]:
     targets = [m for m in members if m.api_url]
-    answers = await asyncio.gather(*(_ask(session, m, timeout) for m in targets))
+    answers = await asyncio.gather(*(_ask(client, m, timeout) for m in targets))
     return {p.name: p for p in answers}
 
 
-async def _ask(session: aiohttp.ClientSession, member: MemberView, timeout: float) -> PeerPosition:
-    body = await fetch_status(session, member, timeout)
+async def _ask(client: MemberClient, member: MemberView, timeout: float) -> PeerPosition:
+    body = await fetch_status(client, member, timeout)
     if body is None:
         return PeerPosition(name=member.name, reachable=False)
     return peer_position_from_status(member.name, body)
 
 
-async def fetch_status(session: aiohttp.ClientSession, member: MemberView, timeout: float) -> dict[str, Any] | None:
+async def fetch_status(client: MemberClient, member: MemberView, timeout: float) -> dict[str, Any] | None:
     """A member's /patroni document, or None if it does not answer in time."""
     try:
-        async with session.get(f"{member.api_url}/patroni",
+        async with client.session.get(f"{member.api_url}/patroni",
                                timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             body = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from raftpg.config import Settings
 from raftpg.consensus.model import RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus
+from raftpg.http.problems import PeerProblem
 
 
 def _empty() -> Mapping[str, Any]:
@@ -84,6 +85,10 @@ class NodeBackend(Protocol):
     def cluster(self) -> ClusterInfo: ...
 
     def raft_status(self) -> RaftStatus: ...
+
+    def peer_problems(self) -> Mapping[str, PeerProblem]:
+        """Peers this node currently cannot talk to for a TLS or authentication reason."""
+        ...
 
     async def set_failover(self, request: Mapping[str, Any] | None) -> bool:
         """Store (None: drop) the pending switchover/failover request; False if it did not commit."""

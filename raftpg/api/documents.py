@@ -15,6 +15,7 @@ from raftpg.api.backend import ClusterInfo
 from raftpg.api.health import leader_lsn, replication_state
 from raftpg.consensus.model import RaftStatus
 from raftpg.ha.status import NodeStatus
+from raftpg.http.problems import PeerProblem
 
 
 def format_lsn(lsn: int) -> str:
@@ -33,8 +34,10 @@ def lease_time_left(status: NodeStatus, now: float) -> float | None:
     return round(max(0.0, status.lease_deadline - now), 3)
 
 
-def node_document(status: NodeStatus, now: float, wall_now: float, raft: RaftStatus | None) -> dict[str, Any]:
-    """/patroni (and the body of GET health checks, without `raft` so they stay off Raft)."""
+def node_document(status: NodeStatus, now: float, wall_now: float, raft: RaftStatus | None,
+                  peer_problems: Mapping[str, PeerProblem] | None = None) -> dict[str, Any]:
+    """/patroni (and the body of GET health checks, without `raft` and `peer_problems`, which
+    only /patroni shows)."""
     doc: dict[str, Any] = {"state": status.state, "role": status.role}
     if status.postmaster_start_time is not None:
         doc["postmaster_start_time"] = status.postmaster_start_time
@@ -80,8 +83,16 @@ def node_document(status: NodeStatus, now: float, wall_now: float, raft: RaftSta
     }
     if raft is not None:
         own["raft"] = raft_document(raft)
+    if peer_problems is not None:
+        own["peer_problems"] = peer_problems_document(peer_problems)
     doc["raftpg"] = own
     return doc
+
+
+def peer_problems_document(problems: Mapping[str, PeerProblem]) -> dict[str, dict[str, str]]:
+    """name -> {kind, reason, since}: peers that fail for a reason an operator must fix."""
+    return {name: {"kind": p.kind.value, "reason": p.reason, "since": iso_time(p.since)}
+            for name, p in sorted(problems.items())}
 
 
 def raft_document(raft: RaftStatus) -> dict[str, Any]:

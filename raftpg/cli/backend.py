@@ -13,6 +13,7 @@ from raftpg.consensus import OutcomeUnknown, RaftNode, RaftStatus
 from raftpg.ha.executor import LocalRequest
 from raftpg.ha.loop import HaLoop
 from raftpg.ha.status import NodeStatus
+from raftpg.http.problems import PeerProblem
 
 CONFIG_ATTEMPTS = 3
 
@@ -38,6 +39,9 @@ class DaemonBackend:
 
     def raft_status(self) -> RaftStatus:
         return self._raft.raft_status()
+
+    def peer_problems(self) -> Mapping[str, PeerProblem]:
+        return self._ha.http.problems()
 
     def _timeout(self) -> float:
         return self._ha.config().retry_timeout

@@ -15,7 +15,7 @@ from typing import Any
 
 from raftpg import __version__
 from raftpg.cli import ctl_actions as actions
-from raftpg.cli.ctl_client import DEFAULT_TIMEOUT, ApiError, CtlError, Unreachable, UsageError
+from raftpg.cli.ctl_client import ApiError, CtlError, Unreachable, UsageError
 from raftpg.cli.ctl_format import (
     HISTORY_COLUMNS,
     MEMBER_COLUMNS,
@@ -35,6 +35,7 @@ from raftpg.cli.ctl_format import (
 )
 from raftpg.cli.ctl_model import ClusterView, HistoryEntry, MemberView
 from raftpg.cli.ctl_session import PASSWORD_ENV, USER_ENV, Session, open_session
+from raftpg.http.client import DEFAULT_TIMEOUT
 
 logger = logging.getLogger(__name__)
 

@@ -1,28 +1,20 @@
 """The HTTP side of `raftpg ctl`: one small blocking client for the REST API, every call bounded.
 
-A CLI does one thing at a time, so plain urllib is enough; what matters is that every request
-has a timeout and that each failure becomes one of two exceptions with a message an operator
-can act on: the API answered "no" (ApiError), or nobody answered (Unreachable).
+Requests go through raftpg's one HTTP client (raftpg.http.client), every one with a timeout;
+each failure becomes one of two exceptions with a message an operator can act on: the API
+answered "no" (ApiError), or nobody answered (Unreachable, with the reason's kind).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
-import ssl
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from raftpg.config import Auth
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_TIMEOUT = 5.0
+from raftpg.http.client import DEFAULT_TIMEOUT, HttpClient, HttpFailure, TlsFiles
+from raftpg.http.problems import FailureKind
 
 
 class CtlError(Exception):
@@ -45,6 +37,10 @@ class ApiError(CtlError):
 
 class Unreachable(CtlError):
     """No HTTP answer at all: refused, timed out, TLS failure, name not resolved."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.UNREACHABLE) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -78,54 +74,25 @@ def error_message(body: Any, status: int) -> str:
     return f"no error text (HTTP status {status})"
 
 
-def make_ssl_context(cafile: Path | None, certfile: Path | None, keyfile: Path | None,
-                     insecure: bool) -> ssl.SSLContext:
-    """Verify the server with `cafile` (or the system store); present a client cert when given."""
-    context = ssl.create_default_context(cafile=str(cafile) if cafile is not None else None)
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if certfile is not None:
-        context.load_cert_chain(str(certfile), str(keyfile) if keyfile is not None else None)
-    return context
-
-
 class ApiClient:
-    """Blocking JSON-over-HTTP(S) calls with Basic auth and a timeout on every request."""
+    """Blocking JSON-over-HTTP(S) calls through the one HTTP client (raftpg.http.client)."""
 
     def __init__(self, auth: Auth | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        self.auth = auth
-        self.timeout = timeout
-        self.ssl_context = ssl_context
+                 tls: TlsFiles | None = None) -> None:
+        self.http = HttpClient(tls, auth, timeout)
+
+    @property
+    def timeout(self) -> float:
+        return self.http.timeout
 
     def request(self, method: str, url: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
                 timeout: float | None = None) -> Response:
         """Any HTTP answer is returned (2xx or not); only "no answer" raises Unreachable."""
-        data = None if body is None else json.dumps(body).encode()
-        all_headers = {"Accept": "application/json", **(headers or {})}
-        if data is not None:
-            all_headers["Content-Type"] = "application/json"
-        if self.auth is not None:
-            token = base64.b64encode(f"{self.auth.username}:{self.auth.password}".encode()).decode()
-            all_headers["Authorization"] = f"Basic {token}"
-        req = urllib.request.Request(url, data=data, headers=all_headers, method=method)
-        limit = self.timeout if timeout is None else timeout
-        context = self.ssl_context if url.startswith("https:") else None
-        logger.debug("%s %s (timeout %.1fs)", method, url, limit)
         try:
-            with urllib.request.urlopen(req, timeout=limit, context=context) as answer:
-                return Response(answer.status, _decode(answer.read()), dict(answer.headers.items()))
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raw = exc.read()
-            return Response(exc.code, _decode(raw), dict(exc.headers.items()) if exc.headers else {})
-        except urllib.error.URLError as exc:
-            raise Unreachable(f"cannot reach the REST API at {url}: {_reason(exc.reason)}") from None
-        except TimeoutError:
-            raise Unreachable(f"cannot reach the REST API at {url}: no answer within {limit:g}s") from None
-        except (OSError, ValueError) as exc:  # reset connections, malformed URLs
-            raise Unreachable(f"cannot reach the REST API at {url}: {exc}") from None
+            answer = self.http.request_blocking(method, url, body, headers=headers, timeout=timeout)
+        except HttpFailure as failure:
+            raise Unreachable(str(failure), failure.kind) from None
+        return Response(answer.status, answer.body, answer.headers)
 
     def call(self, method: str, url: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
              timeout: float | None = None) -> Response:
@@ -134,26 +101,6 @@ class ApiClient:
         if not 200 <= response.status < 300:
             raise ApiError(url, response.status, error_message(response.body, response.status))
         return response
-
-
-def _decode(raw: bytes) -> Any:
-    text = raw.decode("utf-8", errors="replace")
-    if not text.strip():
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _reason(reason: object) -> str:
-    if isinstance(reason, TimeoutError):
-        return "timed out"
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error: {reason}"
-    return str(reason)
 
 
 def join(base: str, path: str) -> str:

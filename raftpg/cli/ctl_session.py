@@ -27,10 +27,10 @@ from raftpg.cli.ctl_client import (
     UsageError,
     first_answer,
     join,
-    make_ssl_context,
 )
 from raftpg.cli.ctl_model import ClusterView, MemberView
 from raftpg.config import Auth, ConfigError, Settings, load_settings
+from raftpg.http.client import TlsFiles
 
 USER_ENV = "RAFTPG_CTL_USER"
 PASSWORD_ENV = "RAFTPG_CTL_PASSWORD"
@@ -168,10 +168,9 @@ def open_session(args: argparse.Namespace) -> Session:
         if settings.restapi.verify_client == "required":
             certfile, keyfile = settings.restapi.certfile, settings.restapi.keyfile
     try:
-        context = make_ssl_context(cafile, certfile, keyfile, args.insecure)
+        client = ApiClient(auth, timeout=args.timeout, tls=TlsFiles(cafile, certfile, keyfile, args.insecure))
     except (OSError, ValueError) as exc:
         raise CtlError(f"cannot set up TLS: {exc}") from None
-    client = ApiClient(auth, timeout=args.timeout, ssl_context=context)
     return Session(client, bases, settings=settings)
 
 

@@ -9,9 +9,7 @@ so that `cut()` can partition it and `heal()` reconnect it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import pwd
 import random
@@ -21,8 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +26,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from raftpg.cli.certs import CA_CERT_FILE, write_ca, write_node_cert
 from raftpg.cli.netns import NetnsHosts
-from raftpg.config import discover_bin_dir, generate_raft_password
+from raftpg.config import Auth, discover_bin_dir, generate_raft_password
+from raftpg.http.client import HttpClient, HttpFailure, TlsFiles
 from raftpg.postgres.kill import kill_postmaster_tree
 
 T = TypeVar("T")
@@ -73,10 +71,15 @@ class Node:
     raft_dir: Path
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    tls: bool = False
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.ports.api}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.ports.api}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.config_path.parent / "tls"
 
     def postmaster_pid(self) -> int | None:
         try:
@@ -130,11 +133,15 @@ class LocalCluster:
     os_user: str | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     netns: bool = False
+    tls: bool = False
     _net: NetnsHosts | None = field(default=None, init=False, repr=False)
+    _http: HttpClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.os_user is None and os.geteuid() == 0:
             self.os_user = "postgres"
+        if self.tls:
+            self._ensure_ca(self.ca_dir)
         if self.netns:
             self._net = NetnsHosts(self.size)
             self._net.create()
@@ -168,9 +175,52 @@ class LocalCluster:
                 data_dir=node_dir / "pgdata",
                 raft_dir=node_dir / "raft",
                 host=host,
+                tls=self.tls,
             )
         for node in self.nodes.values():
+            if self.tls:
+                self.issue_node_cert(node.name)
             self.write_config(node)
+
+    # --- TLS ---------------------------------------------------------------------------------
+    @property
+    def ca_dir(self) -> Path:
+        return self.base_dir / "tls" / "ca"
+
+    def _ensure_ca(self, directory: Path) -> None:
+        if not (directory / CA_CERT_FILE).exists():
+            write_ca(directory, f"raftpg {self.scope} test CA ({directory.name})")
+
+    def issue_node_cert(self, name: str, *, foreign: bool = False) -> None:
+        """(Re)write a node's certificate and the cluster CA, owned by the node's OS user. A
+        `foreign` certificate is signed by another CA: the node still trusts its peers, they
+        cannot trust it (for tests of how members report that). Takes effect at its next start."""
+        node = self.nodes[name]
+        ca_dir = self.ca_dir
+        if foreign:
+            ca_dir = self.base_dir / "tls" / "foreign-ca"
+            self._ensure_ca(ca_dir)
+        files = write_node_cert(ca_dir, node.tls_dir, node.name, [node.host])
+        shutil.copyfile(self.ca_dir / CA_CERT_FILE, files.ca_cert)
+        for path in (node.tls_dir, files.cert, files.key, files.ca_cert):
+            self._chown(path)
+
+    def _client_tls(self) -> TlsFiles | None:
+        """The launcher's own client certificate, signed by the cluster CA."""
+        if not self.tls:
+            return None
+        directory = self.base_dir / "tls" / "launcher"
+        cert, key = directory / "launcher.crt", directory / "launcher.key"
+        if not cert.exists():
+            write_node_cert(self.ca_dir, directory, "launcher", ["127.0.0.1"])
+        return TlsFiles(cafile=self.ca_dir / CA_CERT_FILE, certfile=cert, keyfile=key)
+
+    @property
+    def http(self) -> HttpClient:
+        """The launcher's client: the one raftpg HTTP client, with the API credentials."""
+        if self._http is None:
+            self._http = HttpClient(self._client_tls(), Auth(*self.api_auth))
+        return self._http
 
     @classmethod
     def attach(cls, base_dir: Path) -> LocalCluster:
@@ -186,13 +236,14 @@ class LocalCluster:
         known = {"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
                  "synchronous_mode", "postgresql"}
         auth = first["restapi"]["authentication"]
+        tls = first["restapi"].get("certfile") is not None
         cluster = cls(
             base_dir=base_dir, size=0, scope=first["scope"], ttl=dcs["ttl"], loop_wait=dcs["loop_wait"],
             retry_timeout=dcs["retry_timeout"], synchronous_mode=dcs["synchronous_mode"],
             parameters=dict(dcs["postgresql"]["parameters"]),
             dcs_extra={k: v for k, v in dcs.items() if k not in known},
             tags={doc["name"]: dict(doc.get("tags") or {}) for doc in docs},
-            password=first["raft"]["password"], api_auth=(auth["username"], auth["password"]),
+            password=first["raft"]["password"], api_auth=(auth["username"], auth["password"]), tls=tls,
         )
         for path, doc in zip(configs, docs, strict=True):
             cluster.nodes[doc["name"]] = Node(
@@ -204,6 +255,7 @@ class LocalCluster:
                 log_path=path.parent / "raftpg.log",
                 data_dir=Path(doc["postgresql"]["data_dir"]),
                 raft_dir=Path(doc["raft"]["data_dir"]),
+                tls=tls,
             )
         cluster.size = len(cluster.nodes)
         return cluster
@@ -221,6 +273,21 @@ class LocalCluster:
             **self.dcs_extra,
         }
 
+    def restapi_config(self, node: Node) -> dict[str, Any]:
+        restapi: dict[str, Any] = {
+            "listen": f"{node.host}:{node.ports.api}",
+            "connect_address": f"{node.host}:{node.ports.api}",
+            "authentication": {"username": self.api_auth[0], "password": self.api_auth[1]},
+        }
+        if self.tls:
+            restapi.update({
+                "certfile": str(node.tls_dir / f"{node.name}.crt"),
+                "keyfile": str(node.tls_dir / f"{node.name}.key"),
+                "cafile": str(node.tls_dir / CA_CERT_FILE),
+                "verify_client": "required",
+            })
+        return restapi
+
     def node_config(self, node: Node) -> dict[str, Any]:
         bin_dir = discover_bin_dir()
         return {
@@ -232,11 +299,7 @@ class LocalCluster:
                 "data_dir": str(node.raft_dir),
                 "password": self.password,
             },
-            "restapi": {
-                "listen": f"{node.host}:{node.ports.api}",
-                "connect_address": f"{node.host}:{node.ports.api}",
-                "authentication": {"username": self.api_auth[0], "password": self.api_auth[1]},
-            },
+            "restapi": self.restapi_config(node),
             "postgresql": {
                 "listen": f"{node.host}:{node.ports.pg}",
                 "connect_address": f"{node.host}:{node.ports.pg}",
@@ -419,35 +482,16 @@ class LocalCluster:
 
     # --- observation -------------------------------------------------------------------------
     def api_get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
-        url = self.nodes[name].api_url + path
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-            try:
-                return exc.code, json.loads(body or b"null")
-            except ValueError:
-                return exc.code, body.decode(errors="replace")
-        except (OSError, ValueError):
-            return 0, None
+        """(HTTP status, body); (0, None) when the node gives no answer."""
+        return self.api_request(name, "GET", path, timeout=timeout)
 
     def api_request(self, name: str, method: str, path: str, body: Any = None,
                     timeout: float = 30.0) -> tuple[int, Any]:
-        url = self.nodes[name].api_url + path
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        token = base64.b64encode(f"{self.api_auth[0]}:{self.api_auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-                return response.status, _maybe_json(raw)
-        except urllib.error.HTTPError as exc:
-            return exc.code, _maybe_json(exc.read())
-        except OSError:
+            answer = self.http.request_blocking(method, self.nodes[name].api_url + path, body, timeout=timeout)
+        except HttpFailure:
             return 0, None
+        return answer.status, answer.body
 
     def primaries(self) -> list[str]:
         """Members whose /primary says 200 right now."""
@@ -521,13 +565,6 @@ def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-def _maybe_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        return raw.decode(errors="replace")
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -544,6 +581,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports free on host now, chosen below the kernel's ephemeral range (a port the kernel hands
     out for bind to port 0 can be taken by any outgoing connection, ours or PostgreSQL's, before
     the server meant to get it binds it), and never one this process handed out before."""
+    if count == 0:
+        return []
     first_ephemeral = _first_ephemeral_port()
     pool = list(range(FIRST_TEST_PORT, max(FIRST_TEST_PORT + count, first_ephemeral)))
     random.shuffle(pool)

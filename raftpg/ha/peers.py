@@ -6,16 +6,11 @@ The Raft member records may be up to loop_wait old; a leader race must compare l
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import aiohttp
-
 from raftpg.ha.views import MemberView, PeerPosition
 from raftpg.http.client import MemberClient
-
-logger = logging.getLogger(__name__)
 
 
 async def fetch_peer_positions(
@@ -34,14 +29,8 @@ async def _ask(client: MemberClient, member: MemberView, timeout: float) -> Peer
 
 
 async def fetch_status(client: MemberClient, member: MemberView, timeout: float) -> dict[str, Any] | None:
-    """A member's /patroni document, or None if it does not answer in time."""
-    try:
-        async with client.session.get(f"{member.api_url}/patroni",
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        logger.debug("peer %s unreachable: %s", member.name, exc)
-        return None
+    """A member's /patroni document, or None if it gives none in time (the client notes why)."""
+    body = await client.get_json(member.name, f"{member.api_url}/patroni", timeout)
     return body if isinstance(body, dict) else None
 
 

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 MIN_TTL: float = 3.0
 """Shortest lease ttl accepted: below it the derived Raft timeouts get close to scheduling noise."""
+ASYNC_START_TIMEOUT = 30.0
+"""primary_start_timeout when unset and synchronous_mode is off (see DynamicConfig.start_timeout)."""
 
 ENV_PREFIX = "RAFTPG_"
 MIN_RAFT_PASSWORD_LENGTH = 16
@@ -270,13 +272,14 @@ class DynamicConfig:
     loop_wait: float = 2.0
     retry_timeout: float = 4.0
     maximum_lag_on_failover: int = 1048576
-    primary_start_timeout: float = 30.0
+    primary_start_timeout: float | None = None  # None: follows synchronous_mode (start_timeout)
     use_pg_rewind: bool = True
     use_slots: bool = True
     parameters: Mapping[str, str] = field(default_factory=_empty_mapping)
     synchronous_mode: str = "off"  # "off" | "on" | "quorum"
     synchronous_mode_strict: bool = False
     synchronous_node_count: int = 1
+    synchronous_fallback_timeout: float | None = None  # None: ttl (fallback_timeout)
     check_timeline: bool = False
     remove_data_directory_on_rewind_failure: bool = False
     member_slots_ttl: float = 1800.0
@@ -294,18 +297,42 @@ class DynamicConfig:
         slots = {name: MappingProxyType(dict(spec)) for name, spec in self.permanent_slots.items()}
         object.__setattr__(self, "permanent_slots", MappingProxyType(slots))
 
+    @property
+    def start_timeout(self) -> float:
+        """How long a crashed primary may take to restart in place before its holder lets go.
+
+        Unset, it follows the mode: 0 in `on`/`quorum` (a synchronous standby holds every
+        acknowledged write, so failing over to it is faster than a restart and forks no timeline
+        on the crashed node), ASYNC_START_TIMEOUT in asynchronous mode (a failover there can lose
+        the writes the standbys had not received, so restarting in place is worth waiting for).
+        """
+        if self.primary_start_timeout is not None:
+            return self.primary_start_timeout
+        return 0.0 if self.synchronous_mode in ("on", "quorum") else ASYNC_START_TIMEOUT
+
+    @property
+    def fallback_timeout(self) -> float:
+        """How long commits stay blocked waiting for a synchronous standby before a non-strict
+        primary runs asynchronously (DESIGN rule 5); unset, one ttl."""
+        return self.ttl if self.synchronous_fallback_timeout is None else self.synchronous_fallback_timeout
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DynamicConfig:
         return validate_dynamic_config(data)[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """Patroni-shaped JSON; from_dict(to_dict()) gives an equal object."""
+        """Patroni-shaped JSON; from_dict(to_dict()) gives an equal object. Settings left unset
+        (their default follows other settings) are left out."""
+        optional = {
+            "primary_start_timeout": self.primary_start_timeout,
+            "synchronous_fallback_timeout": self.synchronous_fallback_timeout,
+        }
         return {
             "ttl": _json_number(self.ttl),
             "loop_wait": _json_number(self.loop_wait),
             "retry_timeout": _json_number(self.retry_timeout),
             "maximum_lag_on_failover": self.maximum_lag_on_failover,
-            "primary_start_timeout": _json_number(self.primary_start_timeout),
+            **{key: _json_number(value) for key, value in optional.items() if value is not None},
             "postgresql": {
                 "parameters": dict(self.parameters),
                 "use_pg_rewind": self.use_pg_rewind,
@@ -560,6 +587,7 @@ _DCS_KEYS = (
     "synchronous_mode",
     "synchronous_mode_strict",
     "synchronous_node_count",
+    "synchronous_fallback_timeout",
     "check_timeline",
     "slots",
     "member_slots_ttl",
@@ -631,19 +659,25 @@ def _parse_dynamic(report: _Report, path: str, data: object) -> DynamicConfig:
         loop_wait=loop_wait,
         retry_timeout=retry_timeout,
         maximum_lag_on_failover=s.get_int("maximum_lag_on_failover", defaults.maximum_lag_on_failover, 0),
-        primary_start_timeout=s.get_float(start_key, defaults.primary_start_timeout, 0),
+        primary_start_timeout=_optional_float(s, start_key, 0),
         use_pg_rewind=pg.get_bool("use_pg_rewind", defaults.use_pg_rewind),
         use_slots=pg.get_bool("use_slots", defaults.use_slots),
         parameters=parameters,
         synchronous_mode=_parse_synchronous_mode(s),
         synchronous_mode_strict=s.get_bool("synchronous_mode_strict", False),
         synchronous_node_count=s.get_int("synchronous_node_count", 1, 1),
+        synchronous_fallback_timeout=_optional_float(s, "synchronous_fallback_timeout", 0),
         check_timeline=s.get_bool("check_timeline", False),
         remove_data_directory_on_rewind_failure=pg.get_bool("remove_data_directory_on_rewind_failure", False),
         member_slots_ttl=s.get_float("member_slots_ttl", defaults.member_slots_ttl, 0),
         permanent_slots=_parse_slots(report, s.key("slots"), s.raw("slots")),
         pause=s.get_bool("pause", False),
     )
+
+
+def _optional_float(s: _Section, name: str, minimum: float) -> float | None:
+    """A number whose absence (or null) means "the default follows other settings"."""
+    return s.get_float(name, minimum, minimum) if s.raw(name) is not None else None
 
 
 def _parse_synchronous_mode(s: _Section) -> str:
@@ -1300,14 +1334,18 @@ bootstrap:
     retry_timeout: 4
     # A replica further behind than this many bytes does not take part in a failover.
     maximum_lag_on_failover: 1048576
-    # Seconds a crashed primary may take to restart in place before a failover.
-    primary_start_timeout: 30
+    # Seconds a crashed primary may take to restart in place before a failover. Unset: 0 in
+    # on/quorum mode (fail over to a synchronous standby at once), 30 in asynchronous mode.
+    # primary_start_timeout: 30
     # off, on or quorum. quorum: a commit is acknowledged only once enough standbys have it
     # that any member which could be promoted has it too, so failover loses no acknowledged write.
     synchronous_mode: "quorum"
     # true: refuse writes when no synchronous standby is available (instead of going async).
     synchronous_mode_strict: false
     synchronous_node_count: 1
+    # Seconds commits stay blocked waiting for a synchronous standby (after this primary starts,
+    # or its last standby drops) before a non-strict primary runs asynchronously. Unset: ttl.
+    # synchronous_fallback_timeout: 10
     postgresql:
       use_pg_rewind: true
       use_slots: true

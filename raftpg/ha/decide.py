@@ -31,7 +31,7 @@ from raftpg.ha.actions import (
     Switchover,
 )
 from raftpg.ha.candidates import best_switchover_candidate, race_blocker
-from raftpg.ha.sync import ASYNC, Candidate, next_step, target_set
+from raftpg.ha.sync import ASYNC, Candidate, may_fall_back, next_step, target_set
 from raftpg.ha.views import ClusterView, LocalView, PgRole
 from raftpg.postgres.datadir import DataDirState
 
@@ -105,15 +105,9 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
             return [renew, Idle(f"waiting to replay up to the hand-over LSN {handover} before promoting")]
         return [renew, Promote("lease acquired: promoting")]
     if local.role in (PgRole.STOPPED, PgRole.UNKNOWN):
-        timeout = cluster.config.primary_start_timeout
-        down_for = local.now - local.pg_down_since if local.pg_down_since is not None else 0.0
-        if down_for > timeout and not cluster.paused:
-            return [
-                ReleaseLease(
-                    f"PostgreSQL has not run as primary for {down_for:.1f}s > primary_start_timeout {timeout:g}s: "
-                    "releasing the lease so another member can take over"
-                )
-            ]
+        release = _release_while_down(cluster, local)
+        if release is not None:
+            return [release]
         if local.role is PgRole.UNKNOWN:
             return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
         if cluster.paused:
@@ -137,6 +131,27 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
     return actions
 
 
+def _release_while_down(cluster: ClusterView, local: LocalView) -> ReleaseLease | None:
+    """DESIGN rule 6: a holder whose PostgreSQL is not running as primary lets go after
+    primary_start_timeout (0 by default in on/quorum mode: at once, so a synchronous standby takes
+    over). STOPPED means surely stopped (no postmaster and no process left on the data
+    directory), so releasing cannot leave a writable primary behind; a postmaster that is alive but
+    not answering (UNKNOWN) gets at least one ttl, and the release stops it first."""
+    if cluster.paused:
+        return None
+    config = cluster.config
+    timeout = config.start_timeout
+    if local.role is PgRole.UNKNOWN:
+        timeout = max(timeout, config.ttl)
+    down_for = local.now - local.pg_down_since if local.pg_down_since is not None else 0.0
+    if down_for < timeout:
+        return None
+    state = "is not running" if local.role is PgRole.STOPPED else "is not answering"
+    return ReleaseLease(f"PostgreSQL {state} as primary for {down_for:.1f}s (limit {timeout:g}s, "
+                        f"primary_start_timeout {config.start_timeout:g}s): releasing the lease so another "
+                        "member can take over")
+
+
 def _slots(cluster: ClusterView, local: LocalView, exclude: frozenset[str] = frozenset()) -> list[Action]:
     """A physical slot for every other member, on the primary and on replicas alike, so a promoted
     replica already holds the others' slots (replicas advance theirs to their replay position)."""
@@ -146,28 +161,44 @@ def _slots(cluster: ClusterView, local: LocalView, exclude: frozenset[str] = fro
     return [EnsureSlots("replication slots for members", members, frozenset(cluster.config.permanent_slots))]
 
 
-def _sync_actions(cluster: ClusterView, local: LocalView) -> list[Action]:
-    """One step of rule 5's protocol towards the synchronous set we want (sync.py)."""
-    config = cluster.config
-    raft = cluster.sync.as_set()
-    if config.synchronous_mode == "off" and raft.empty and local.postgres_sync == ASYNC:
-        return []
+def sync_candidates(cluster: ClusterView, local: LocalView) -> list[Candidate]:
+    """Streaming standbys that may be synchronous: fresh running replicas not tagged nosync."""
     candidates = []
     for name, flush in sorted(local.standbys.items()):
         member = cluster.members.get(name)
         if (member is not None and member.fresh and member.role == "replica" and member.state == "running"
                 and not member.tags.nosync):
             candidates.append(Candidate(name, flush))
+    return candidates
+
+
+def _sync_actions(cluster: ClusterView, local: LocalView) -> list[Action]:
+    """One step of rule 5's protocol towards the synchronous set we want (sync.py)."""
+    config = cluster.config
+    raft = cluster.sync.as_set()
+    if config.synchronous_mode == "off" and raft.empty and local.postgres_sync == ASYNC:
+        return []
+    candidates = sync_candidates(cluster, local)
+    timeout = config.fallback_timeout
+    fall_back = may_fall_back(local.sync_waiting_since, local.now, timeout)
     target = target_set(config.synchronous_mode, config.synchronous_node_count, config.synchronous_mode_strict,
-                        candidates, raft)
+                        candidates, raft, fall_back=fall_back)
+    waiting: list[Action] = []
+    if (not candidates and not fall_back and not config.synchronous_mode_strict
+            and local.postgres_sync != ASYNC and config.synchronous_mode != "off"):
+        waiting = [Idle(f"no synchronous standby: commits stay blocked up to {timeout:g}s "
+                        "waiting for a synchronous standby")]
     switch_lsn = local.sync_switch_lsn if local.sync_switch_lsn is not None else (local.lsn or 0)
     step = next_step(raft, local.postgres_sync, target, local.standbys, switch_lsn)
     if step is None:
-        return []
+        return waiting
+    fallback: list[Action] = []
+    if target == ASYNC and config.synchronous_mode != "off":
+        fallback = [Idle(f"no synchronous standby for {timeout:g}s: running asynchronously", warning=True)]
     if step.raft is not None:
-        return [SetRaftSync(step.reason, step.raft.members, step.raft.quorum)]
+        return [SetRaftSync(step.reason, step.raft.members, step.raft.quorum), *fallback]
     assert step.postgres is not None
-    return [SetPostgresSync(step.reason, step.postgres.members, step.postgres.quorum)]
+    return [SetPostgresSync(step.reason, step.postgres.members, step.postgres.quorum), *fallback]
 
 
 def _handle_failover_request(cluster: ClusterView, local: LocalView) -> list[Action]:
@@ -203,13 +234,13 @@ def _lease_named_after_us(cluster: ClusterView, local: LocalView) -> list[Action
         return _lease_open(cluster, local)
     if local.data_dir is not DataDirState.INITIALIZED:
         return [Idle("the log names us as holder from an earlier process, but we have no data")]
-    return [
-        AcquireLease(
-            "restarted while the log names us as holder: reclaiming the lease",
-            lease.version,
-            lease.revision,
-        )
-    ]
+    reclaim = AcquireLease("restarted while the log names us as holder: reclaiming the lease",
+                           lease.version, lease.revision)
+    if local.role is PgRole.STOPPED and cluster.config.start_timeout == 0 and not cluster.paused:
+        # Surely stopped (see _release_while_down): hand the lease on now rather than let it run out.
+        return [reclaim, ReleaseLease("restarted as holder with PostgreSQL surely stopped and "
+                                      "primary_start_timeout 0: releasing the lease at once")]
+    return [reclaim]
 
 
 def _lease_open(cluster: ClusterView, local: LocalView) -> list[Action]:
@@ -257,9 +288,7 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
         if cluster.paused:
             return [Idle("paused: PostgreSQL is not running and will not be started")]
         if local.rewind_failed:
-            if cluster.config.remove_data_directory_on_rewind_failure:
-                return [MoveDataAside("pg_rewind failed: moving the data directory aside to re-clone")]
-            return [Idle("pg_rewind failed and remove_data_directory_on_rewind_failure is off", warning=True)]
+            return [_after_rewind_failure(cluster, local)]
         holder_member = cluster.holder_member
         may_diverge = local.was_primary or local.needs_rewind
         if may_diverge and (holder_member is None or holder_member.role != "primary"):
@@ -291,6 +320,33 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
     if local.role is PgRole.REPLICA:
         return [*_slots(cluster, local), Idle(f"replica of {upstream}")]
     return [Idle(f"replica of {upstream}")]
+
+
+def _after_rewind_failure(cluster: ClusterView, local: LocalView) -> Action:
+    """Re-clone on our own when it is provably safe, else wait for the operator (or a retry).
+
+    A rewind that failed on our own WAL (rewind_hopeless) fails the same way every time. In
+    `on`/`quorum` mode our divergent WAL — what we wrote past the point the holder's timeline
+    forked from ours — holds no acknowledged write: while we were primary every commit was
+    acknowledged only once a synchronous quorum had it, and that quorum meets every member that
+    could be promoted (rule 5), so the holder, promoted through the lease compare-and-set, has
+    every one of them on its timeline. (The one exception is a non-strict primary that fell back
+    to asynchronous commits because every standby had been gone for synchronous_fallback_timeout
+    — more than one faulty member at once.) The directory is moved aside, never deleted, so even
+    then nothing is destroyed. In asynchronous mode divergent WAL may hold acknowledged writes:
+    only the operator decides (remove_data_directory_on_rewind_failure, or `raftpg ctl reinit`).
+    """
+    config = cluster.config
+    if config.remove_data_directory_on_rewind_failure:
+        return MoveDataAside("pg_rewind failed: moving the data directory aside to re-clone")
+    if local.rewind_hopeless and config.synchronous_mode in ("on", "quorum"):
+        return MoveDataAside(f"pg_rewind cannot succeed on our WAL, and in {config.synchronous_mode} mode the "
+                             "WAL it cannot rewind holds no acknowledged write: moving the data directory "
+                             "aside to re-clone")
+    if local.rewind_hopeless:
+        return Idle("pg_rewind cannot succeed on our WAL and synchronous_mode is off, so it may hold "
+                    "acknowledged writes: run `raftpg ctl reinit` for this member to re-clone it", warning=True)
+    return Idle("pg_rewind failed and remove_data_directory_on_rewind_failure is off", warning=True)
 
 
 def _upstream(cluster: ClusterView, local: LocalView) -> str:

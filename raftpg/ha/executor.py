@@ -69,6 +69,7 @@ class RewindFailure:
     lease_version: int  # of the source's lease when it failed
     at: float  # boottime
     source_unreachable: bool
+    hopeless: bool = False  # it failed on our own WAL: no retry can succeed (RewindResult.own_wal_unreadable)
 
     def blocks_retry(self, holder: str | None, lease_version: int, now: float, loop_wait: float,
                      ttl: float) -> bool:
@@ -104,6 +105,7 @@ class Executor:
         self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
         self.sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: unknown)
         self.sync_switch_lsn: int | None = None
+        self.sync_waiting_since: float | None = None  # see sync.sync_wait_since
         self.promotion_witnesses: frozenset[str] = frozenset()  # sync members we counted on to take the lease
         self.promotion_reports_needed = 0  # how many of them must stop and report (rule 5)
         self.before_demote: Callable[[], None] = lambda: None
@@ -165,7 +167,7 @@ class Executor:
         self.sync_names = ""
         # Bounded by primary_start_timeout: a server that cannot recover must not hold the lease.
         await self.pg.start(standby=True, upstream=None, slot=None, parameters=self.parameters(),
-                            timeout=max(5.0, config.primary_start_timeout))
+                            timeout=max(5.0, config.ttl, config.start_timeout))
         self.upstream = None
         self.state = "running"
         if not await self._fence_and_promote(config):
@@ -395,7 +397,11 @@ class Executor:
         if not result.ok:
             logger.error("pg_rewind from %s failed: %s", action.source, result.output[-2000:])
             self.rewind_failure = RewindFailure(action.source, cluster.lease.version, boottime(),
-                                                result.source_unreachable)
+                                                result.source_unreachable, result.own_wal_unreadable)
+            if result.own_wal_unreadable:
+                logger.warning("pg_rewind cannot succeed on this member's WAL; unless it re-clones on its own "
+                               "(on/quorum mode), fix it with: raftpg ctl reinit %s %s", self.settings.scope,
+                               self.settings.name)
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
         self.rewound = True

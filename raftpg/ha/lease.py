@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 from raftpg.clock import boottime
 from raftpg.consensus import ConsensusError, RaftNode
+from raftpg.fence.client import FenceClient
 from raftpg.ha.watchdog import Watchdog, WatchdogError
-from raftpg.postgres.fence import FenceClient
 
 logger = logging.getLogger(__name__)
 

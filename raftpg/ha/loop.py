@@ -22,6 +22,7 @@ from raftpg import __version__
 from raftpg.clock import boottime
 from raftpg.config import ConfigError, DynamicConfig, Settings
 from raftpg.consensus import ConsensusError, RaftNode, Snapshot
+from raftpg.fence.client import FenceClient
 from raftpg.ha.actions import (
     AcquireLease,
     Action,
@@ -33,12 +34,12 @@ from raftpg.ha.actions import (
     SetPostgresSync,
     SetRaftSync,
 )
-from raftpg.ha.decide import decide
+from raftpg.ha.decide import decide, sync_candidates
 from raftpg.ha.executor import Executor, LocalRequest
 from raftpg.ha.lease import LeaseKeeper, fence_margin
 from raftpg.ha.peers import fetch_peer_positions
 from raftpg.ha.status import NodeStatus, ReplicationInfo
-from raftpg.ha.sync import ASYNC, parse_standby_names
+from raftpg.ha.sync import ASYNC, parse_standby_names, sync_wait_since
 from raftpg.ha.views import (
     ClusterView,
     FailoverRequest,
@@ -53,7 +54,6 @@ from raftpg.http.client import MemberClient
 from raftpg.postgres.controldata import ControlData
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
-from raftpg.postgres.fence import FenceClient
 from raftpg.postgres.instance import PostgresInstance
 from raftpg.postgres.status import PgStatus
 
@@ -208,6 +208,10 @@ class HaLoop:
             others = [m for m in cluster.members.values() if m.name != local.name]
             peers = await fetch_peer_positions(self.http, others, timeout=min(2.0, config.retry_timeout))
             cluster = replace(cluster, peers=MappingProxyType(peers))
+        self.executor.sync_waiting_since = sync_wait_since(
+            self.executor.sync_waiting_since, primary=local.role is PgRole.PRIMARY and local.holds_lease(cluster.lease),
+            has_candidates=bool(sync_candidates(cluster, local)), now=now)
+        local = replace(local, sync_waiting_since=self.executor.sync_waiting_since)
         actions = decide(cluster, local)
         self._log_decision(actions)
         again = False
@@ -298,10 +302,10 @@ class HaLoop:
         standby_mode = self.pg.standby_signal_present()
         if pg.running:
             role = PgRole.REPLICA if pg.in_recovery else PgRole.PRIMARY
-        elif self.pg.postmaster_pid() is not None:
-            role = PgRole.UNKNOWN
-        else:
+        elif self.pg.surely_stopped():
             role = PgRole.STOPPED
+        else:
+            role = PgRole.UNKNOWN  # a postmaster we cannot query, or processes of a killed one
         holder = snap.lease.holder == self.settings.name and snap.lease.instance_id == self.instance_id
         if role is PgRole.PRIMARY or not holder or config.pause:
             self._pg_down_since = None  # paused time does not count towards primary_start_timeout
@@ -330,6 +334,7 @@ class HaLoop:
             lease_deadline=self.lease.deadline,
             pg_down_since=self._pg_down_since,
             rewind_failed=self._rewind_failed(snap, now, config),
+            rewind_hopeless=self.executor.rewind_failure is not None and self.executor.rewind_failure.hopeless,
             bootstrap_failed=self.executor.bootstrap_failed,
             postgres_sync=parse_standby_names(pg.synchronous_standby_names) if primary else ASYNC,
             standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication

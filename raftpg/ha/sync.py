@@ -15,6 +15,12 @@ step, so it keeps blocking instead of acknowledging commits no promotable member
 
 A freshly promoted primary starts with an unsatisfiable setting (BLOCKING): it acknowledges nothing
 until its standbys are in the Raft set.
+
+Falling back to asynchronous commits is for standbys that are really gone. A standby that merely
+has not reconnected yet — after this primary's start, restart or promotion, or a moment after it
+dropped — must not cost an acknowledged write: the wait for one (sync_wait_since) must last
+`synchronous_fallback_timeout` before the fallback is allowed (may_fall_back); until then the
+current, blocking setting stays.
 """
 
 from __future__ import annotations
@@ -78,13 +84,32 @@ def parse_standby_names(text: str | None) -> SyncSet | None:
     return SyncSet(names, min(int(match.group(2)), len(names)))
 
 
+def sync_wait_since(previous: float | None, *, primary: bool, has_candidates: bool, now: float) -> float | None:
+    """Since when (boottime) this node, a primary holding the lease, has had no synchronous
+    standby candidate; None while it is not such a primary or has one.
+
+    The wait begins at the first cycle as primary without a candidate (its own start, restart or
+    promotion: standbys have to reconnect) and at the first cycle after its last candidate dropped.
+    """
+    if not primary or has_candidates:
+        return None
+    return now if previous is None else previous
+
+
+def may_fall_back(waiting_since: float | None, now: float, timeout: float) -> bool:
+    """Whether the wait has lasted `timeout`; a wait not yet recorded begins now."""
+    waited = 0.0 if waiting_since is None else now - waiting_since
+    return waited >= timeout
+
+
 def target_set(mode: str, node_count: int, strict: bool, candidates: Sequence[Candidate],
-               current: SyncSet) -> SyncSet | None:
-    """The set to converge to; None: keep what we have (strict mode with no standby)."""
+               current: SyncSet, *, fall_back: bool = True) -> SyncSet | None:
+    """The set to converge to; None: keep what we have (strict mode with no standby, or the wait
+    for one has not lasted synchronous_fallback_timeout yet: `fall_back` False)."""
     if mode == "off":
         return ASYNC
     if not candidates:
-        return None if strict else ASYNC
+        return ASYNC if fall_back and not strict else None
     if mode == "quorum":
         members = frozenset(c.name for c in candidates)
         return SyncSet(members, min(max(node_count, 1), len(members)))

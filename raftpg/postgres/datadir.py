@@ -88,6 +88,25 @@ def postmaster_pid(data_dir: Path) -> int | None:
     return pid if os.path.realpath(data_dir) == cwd else None
 
 
+def processes_in(data_dir: Path) -> list[int]:
+    """Live processes (other than this one) whose working directory is data_dir: the postmaster
+    and its children all chdir there, so an empty list with no live postmaster means PostgreSQL
+    is surely stopped — no orphaned backend of a killed postmaster is left that could still
+    finish a commit."""
+    target = os.path.realpath(data_dir)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == target and process_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def move_aside(data_dir: Path, now: datetime | None = None) -> Path:
     """Rename data_dir to '<data_dir>.<UTC timestamp>.moved'; data is never deleted."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")

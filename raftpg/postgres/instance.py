@@ -80,6 +80,15 @@ class RewindResult:
         return self.outcome is RewindOutcome.FAILED and failed_to_connect
 
     @property
+    def own_wal_unreadable(self) -> bool:
+        """It failed reading the target's (our) own WAL: a deterministic failure that retrying
+        against the same source repeats (e.g. "record with incorrect prev-link" when two nodes
+        forked the same timeline ID at different points)."""
+        return self.outcome is RewindOutcome.FAILED and re.search(
+            r"could not (?:read WAL record|find previous WAL record)|incorrect prev-link|"
+            r"could not find common ancestor", self.output) is not None
+
+    @property
     def summary(self) -> str:
         """The outcome and pg_rewind's last line, for one log line."""
         lines = self.output.strip().splitlines()
@@ -108,6 +117,10 @@ class PostgresInstance:
 
     def postmaster_pid(self) -> int | None:
         return datadir.postmaster_pid(self.data_dir)
+
+    def surely_stopped(self) -> bool:
+        """No live postmaster and no process of an earlier one left on the data directory."""
+        return self.postmaster_pid() is None and not datadir.processes_in(self.data_dir)
 
     def standby_signal_present(self) -> bool:
         return (self.data_dir / STANDBY_SIGNAL).exists()

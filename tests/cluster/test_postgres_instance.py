@@ -681,8 +681,8 @@ def _jsonable(value: Any) -> Any:
 
 async def _run_op(spec: dict[str, Any], op: str, args: dict[str, Any], fences: dict[str, Any]) -> Any:
     from raftpg.config import Address
+    from raftpg.fence.client import FenceClient
     from raftpg.postgres.conf import build_parameters
-    from raftpg.postgres.fence import FenceClient
     from raftpg.postgres.instance import PostgresInstance
 
     settings = _settings(spec, args.get("extra"))

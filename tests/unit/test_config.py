@@ -722,3 +722,56 @@ def test_raft_timings_are_accepted_by_pysyncobj_and_fit_in_the_lease() -> None:
 def test_raft_timings_refuse_short_ttl() -> None:
     with pytest.raises(ValueError, match="at least 3"):
         raft_timings(MIN_TTL - 0.5)
+
+
+@pytest.mark.parametrize(
+    ("data", "start_timeout"),
+    [
+        ({}, 30.0),
+        ({"synchronous_mode": "off"}, 30.0),
+        ({"synchronous_mode": "on"}, 0.0),
+        ({"synchronous_mode": "quorum"}, 0.0),
+        ({"synchronous_mode": "quorum", "primary_start_timeout": 12}, 12.0),
+        ({"synchronous_mode": "quorum", "primary_start_timeout": None}, 0.0),
+        ({"synchronous_mode": "off", "master_start_timeout": 0}, 0.0),
+    ],
+)
+def test_primary_start_timeout_default_follows_the_mode(data: dict[str, Any], start_timeout: float) -> None:
+    """Unset: fail over to a synchronous standby at once in on/quorum, restart in place when async."""
+    config_ = DynamicConfig.from_dict(data)
+    assert config_.start_timeout == start_timeout
+    assert DynamicConfig.from_dict(json.loads(json.dumps(config_.to_dict()))) == config_
+
+
+def test_unset_start_timeout_follows_a_later_mode_change() -> None:
+    stored = DynamicConfig.from_dict({"synchronous_mode": "off"}).to_dict()
+    assert "primary_start_timeout" not in stored
+    assert DynamicConfig.from_dict({**stored, "synchronous_mode": "quorum"}).start_timeout == 0.0
+
+
+@pytest.mark.parametrize(
+    ("data", "fallback"),
+    [
+        ({"ttl": 12}, 12.0),
+        ({"ttl": 12, "synchronous_fallback_timeout": 20}, 20.0),
+        ({"ttl": 12, "synchronous_fallback_timeout": 0}, 0.0),
+    ],
+)
+def test_synchronous_fallback_timeout_defaults_to_ttl(data: dict[str, Any], fallback: float) -> None:
+    config_ = DynamicConfig.from_dict(data)
+    assert config_.fallback_timeout == fallback
+    assert DynamicConfig.from_dict(json.loads(json.dumps(config_.to_dict()))) == config_
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"synchronous_fallback_timeout": -1}, "synchronous_fallback_timeout: must be at least 0, got -1"),
+        ({"synchronous_fallback_timeout": "soon"}, "synchronous_fallback_timeout: must be a number"),
+        ({"primary_start_timeout": -2}, "primary_start_timeout: must be at least 0, got -2"),
+    ],
+)
+def test_bad_timeouts_are_refused(data: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DynamicConfig.from_dict(data)
+    assert any(problem in p for p in info.value.problems), info.value.problems

@@ -525,3 +525,82 @@ def test_standby_that_failed_to_start_rewinds_when_timelines_differ() -> None:
     the_cluster = cluster(members=[member("node1", role="primary", timeline=3), member("node2")])
     actions = decide(the_cluster, local(role=PgRole.STOPPED, timeline=2, needs_rewind=True))
     assert kinds(actions) == [A.Rewind]
+
+
+# --- the restart path: primary_start_timeout follows the mode ---------------------------------------
+
+@pytest.mark.parametrize(
+    ("the_cluster", "the_local", "expected"),
+    [
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.STOPPED, pg_down_since=NOW),
+                     [A.ReleaseLease], id="quorum-postmaster-crash-fails-over-at-once"),
+        pytest.param(cluster(synchronous_mode="on"), holder(role=PgRole.STOPPED, pg_down_since=None),
+                     [A.ReleaseLease], id="on-just-noticed-down-fails-over"),
+        pytest.param(cluster(synchronous_mode="off"), holder(role=PgRole.STOPPED, pg_down_since=NOW - 29),
+                     [A.RenewLease, A.StartPrimary], id="async-restarts-in-place"),
+        pytest.param(cluster(synchronous_mode="quorum", primary_start_timeout=10),
+                     holder(role=PgRole.STOPPED, pg_down_since=NOW - 1), [A.RenewLease, A.StartPrimary],
+                     id="quorum-operator-asks-for-restart-in-place"),
+        # A postmaster that is alive but not answering might still accept writes: at least one ttl.
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.UNKNOWN, pg_down_since=NOW - 4),
+                     [A.RenewLease, A.Idle], id="quorum-not-answering-keeps-lease-for-ttl"),
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.UNKNOWN, pg_down_since=NOW - 10),
+                     [A.ReleaseLease], id="quorum-not-answering-for-ttl-releases"),
+        pytest.param(cluster(synchronous_mode="quorum", pause=True), holder(role=PgRole.STOPPED, pg_down_since=NOW),
+                     [A.RenewLease, A.Idle], id="quorum-paused-keeps-lease"),
+    ],
+)
+def test_start_timeout_follows_the_mode(the_cluster: ClusterView, the_local: LocalView,
+                                        expected: list[type]) -> None:
+    assert kinds(decide(the_cluster, the_local)) == expected
+
+
+RESTARTED = dict(instance_id="i-node1-new", lease_deadline=None)
+
+
+@pytest.mark.parametrize(
+    ("the_cluster", "the_local", "expected"),
+    [
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.STOPPED, **RESTARTED),
+                     [A.AcquireLease, A.ReleaseLease], id="restarted-holder-pg-surely-stopped-releases-now"),
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.UNKNOWN, **RESTARTED),
+                     [A.AcquireLease], id="restarted-holder-postmaster-alive-never-releases-early"),
+        pytest.param(cluster(synchronous_mode="quorum"), holder(role=PgRole.PRIMARY, **RESTARTED),
+                     [A.AcquireLease], id="restarted-holder-primary-running-reclaims"),
+        pytest.param(cluster(synchronous_mode="off"), holder(role=PgRole.STOPPED, **RESTARTED),
+                     [A.AcquireLease], id="restarted-holder-async-reclaims-to-restart"),
+        pytest.param(cluster(synchronous_mode="quorum", pause=True), holder(role=PgRole.STOPPED, **RESTARTED),
+                     [A.AcquireLease], id="restarted-holder-paused-reclaims"),
+    ],
+)
+def test_restarted_holder(the_cluster: ClusterView, the_local: LocalView, expected: list[type]) -> None:
+    assert kinds(decide(the_cluster, the_local)) == expected
+
+
+# --- heal without an operator where provably safe ----------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("the_cluster", "the_local", "expected", "warning"),
+    [
+        pytest.param(cluster(synchronous_mode="quorum"),
+                     local(role=PgRole.STOPPED, rewind_failed=True, rewind_hopeless=True), A.MoveDataAside, False,
+                     id="quorum-hopeless-reclones"),
+        pytest.param(cluster(synchronous_mode="on"),
+                     local(role=PgRole.STOPPED, rewind_failed=True, rewind_hopeless=True), A.MoveDataAside, False,
+                     id="on-hopeless-reclones"),
+        pytest.param(cluster(synchronous_mode="off"),
+                     local(role=PgRole.STOPPED, rewind_failed=True, rewind_hopeless=True), A.Idle, True,
+                     id="async-hopeless-asks-the-operator"),
+        pytest.param(cluster(synchronous_mode="quorum"),
+                     local(role=PgRole.STOPPED, rewind_failed=True), A.Idle, True,
+                     id="quorum-transient-failure-retries-later"),
+    ],
+)
+def test_rewind_cannot_succeed(the_cluster: ClusterView, the_local: LocalView, expected: type,
+                               warning: bool) -> None:
+    actions = decide(the_cluster, the_local)
+    assert kinds(actions) == [expected]
+    if isinstance(actions[0], A.Idle):
+        assert actions[0].warning is warning
+    if warning and the_local.rewind_hopeless:
+        assert "raftpg ctl reinit" in actions[0].reason

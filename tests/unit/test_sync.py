@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -17,9 +18,11 @@ from raftpg.ha.sync import (
     BLOCKING_NAME,
     Candidate,
     SyncSet,
+    may_fall_back,
     next_step,
     parse_standby_names,
     standby_names,
+    sync_wait_since,
     target_set,
 )
 from raftpg.ha.views import ClusterView, LeaseView, LocalView, MemberView, PgRole, SyncState
@@ -225,3 +228,98 @@ def test_decide_mode_off_unwinds_sync() -> None:
     step = decide(_cluster(SyncState("node1", frozenset({"node2"}), 1), synchronous_mode="off"), local)[1]
     # Raft first: a primary cut off from Raft keeps blocking.
     assert isinstance(step, A.SetRaftSync) and step.members == frozenset()
+
+
+# --- bounded fallback to asynchronous commits (rule 5) -------------------------------------------
+
+@pytest.mark.parametrize(
+    ("previous", "primary", "has_candidates", "expected"),
+    [
+        pytest.param(None, False, False, None, id="not-primary-no-wait"),
+        pytest.param(3.0, False, False, None, id="demoted-forgets-wait"),
+        pytest.param(3.0, True, True, None, id="candidate-ends-wait"),
+        pytest.param(None, True, False, 10.0, id="start-or-promotion-begins-wait"),
+        pytest.param(3.0, True, False, 3.0, id="wait-goes-on"),
+    ],
+)
+def test_sync_wait_since(previous: float | None, primary: bool, has_candidates: bool,
+                         expected: float | None) -> None:
+    assert sync_wait_since(previous, primary=primary, has_candidates=has_candidates, now=10.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("since", "now", "timeout", "expected"),
+    [
+        pytest.param(None, 10.0, 5.0, False, id="not-recorded-yet-begins-now"),
+        pytest.param(None, 10.0, 0.0, True, id="timeout-zero-falls-back-at-once"),
+        pytest.param(6.0, 10.0, 5.0, False, id="4s-of-5s"),
+        pytest.param(5.0, 10.0, 5.0, True, id="exactly-5s"),
+        pytest.param(1.0, 10.0, 5.0, True, id="9s-of-5s"),
+    ],
+)
+def test_may_fall_back(since: float | None, now: float, timeout: float, expected: bool) -> None:
+    assert may_fall_back(since, now, timeout) is expected
+
+
+def test_target_set_keeps_blocking_until_the_fallback_is_due() -> None:
+    assert target_set("quorum", 1, False, [], s("a"), fall_back=False) is None
+    assert target_set("quorum", 1, False, [], s("a"), fall_back=True) == ASYNC
+    assert target_set("on", 1, True, [], s("a"), fall_back=True) is None, "strict never falls back"
+    assert target_set("off", 1, False, [], s("a"), fall_back=False) == ASYNC, "mode off is asynchronous anyway"
+
+
+def _fallback_step(since: float | None, now: float, postgres: SyncSet | None, raft: SyncState,
+                   **config: Any) -> list[A.Action]:
+    local = replace(_primary(postgres_sync=postgres, sync_waiting_since=since), now=now, lease_deadline=now + 4)
+    return decide(_cluster(raft, synchronous_mode="quorum", **config), local)
+
+
+@pytest.mark.parametrize(
+    ("since", "now", "postgres", "raft", "config", "expected"),
+    [
+        # A freshly promoted primary blocks (BLOCKING) and its standbys have not reconnected yet.
+        pytest.param(10.0, 10.0, None, SyncState("node1"), {"ttl": 5.0}, [A.RenewLease, A.Idle],
+                     id="promoted-waits-first-cycle"),
+        pytest.param(10.0, 14.9, None, SyncState("node1"), {"ttl": 5.0}, [A.RenewLease, A.Idle],
+                     id="promoted-still-waits-before-ttl"),
+        pytest.param(10.0, 15.0, None, SyncState("node1"), {"ttl": 5.0}, [A.RenewLease, A.SetPostgresSync, A.Idle],
+                     id="promoted-falls-back-after-ttl"),
+        pytest.param(10.0, 15.0, None, SyncState("node1"), {"ttl": 5.0, "synchronous_fallback_timeout": 8.0},
+                     [A.RenewLease, A.Idle], id="explicit-timeout-overrides-ttl"),
+        pytest.param(10.0, 18.0, None, SyncState("node1"), {"ttl": 5.0, "synchronous_fallback_timeout": 8.0},
+                     [A.RenewLease, A.SetPostgresSync, A.Idle], id="explicit-timeout-reached"),
+        # The only synchronous standby dropped: commits keep waiting for it for the timeout.
+        pytest.param(10.0, 12.0, s("node2"), SyncState("node1", frozenset({"node2"}), 1), {"ttl": 5.0},
+                     [A.RenewLease, A.Idle], id="standby-dropped-keeps-blocking"),
+        pytest.param(10.0, 15.0, s("node2"), SyncState("node1", frozenset({"node2"}), 1), {"ttl": 5.0},
+                     [A.RenewLease, A.SetRaftSync, A.Idle], id="standby-gone-falls-back"),
+        pytest.param(10.0, 16.0, s("node2"), SyncState("node1"), {"ttl": 5.0},
+                     [A.RenewLease, A.SetPostgresSync, A.Idle], id="then-postgres-goes-async"),
+        pytest.param(10.0, 30.0, ASYNC, SyncState("node1"), {"ttl": 5.0}, [A.RenewLease],
+                     id="already-asynchronous-nothing-to-say"),
+        pytest.param(10.0, 30.0, None, SyncState("node1"), {"ttl": 5.0, "synchronous_mode_strict": True},
+                     [A.RenewLease], id="strict-blocks-forever"),
+    ],
+)
+def test_fallback_timing(since: float | None, now: float, postgres: SyncSet | None, raft: SyncState,
+                         config: dict[str, Any], expected: list[type]) -> None:
+    actions = _fallback_step(since, now, postgres, raft, **config)
+    assert [type(a) for a in actions] == expected
+    idle = [a for a in actions if isinstance(a, A.Idle)]
+    if A.SetRaftSync in expected or A.SetPostgresSync in expected:
+        assert idle[0].warning and "running asynchronously" in idle[0].reason
+    elif idle:
+        assert not idle[0].warning and "commits stay blocked up to" in idle[0].reason
+
+
+def test_fallback_step_sets_asynchronous() -> None:
+    raft_step = _fallback_step(10.0, 15.0, s("node2"), SyncState("node1", frozenset({"node2"}), 1), ttl=5.0)[1]
+    assert isinstance(raft_step, A.SetRaftSync) and raft_step.members == frozenset() and raft_step.quorum == 0
+    pg_step = _fallback_step(10.0, 16.0, s("node2"), SyncState("node1"), ttl=5.0)[1]
+    assert isinstance(pg_step, A.SetPostgresSync) and pg_step.members == frozenset()
+
+
+def test_mode_off_unwinding_is_no_fallback_warning() -> None:
+    local = _primary(postgres_sync=s("node2"), sync_waiting_since=1.0)
+    actions = decide(_cluster(SyncState("node1", frozenset({"node2"}), 1), synchronous_mode="off"), local)
+    assert [type(a) for a in actions] == [A.RenewLease, A.SetRaftSync]

@@ -13,11 +13,12 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from raftpg.api.backend import ClusterInfo, NodeBackend
 from raftpg.api.bodies import ApiError, check_keys, get_bool, get_str, parse_schedule, read_object
@@ -43,6 +44,8 @@ class ApiOptions:
     action_timeout: float | None = None
     """How long POST /switchover and /failover wait for the lease to move; None: ttl + 10 s."""
     poll_interval: float = 0.1
+    body_timeout: float = 10.0
+    """Seconds a request body may take to arrive (the guard's deadlines stop once a handler runs)."""
     wall_clock: Callable[[], float] = field(default=time.time)
     """Unix time, for scheduled actions and timestamps users see (leases never use it)."""
 
@@ -51,9 +54,11 @@ def json_error(status: int, message: str, **details: Any) -> web.Response:
     return web.json_response({"error": message, **details}, status=status)
 
 
-def make_app(backend: NodeBackend, options: ApiOptions | None = None) -> web.Application:
+def make_app(backend: NodeBackend, options: ApiOptions | None = None,
+             outer: Sequence[Middleware] = ()) -> web.Application:
+    """`outer` middlewares run first, around error handling and authentication."""
     handlers = _Handlers(backend, options or ApiOptions())
-    app = web.Application(middlewares=[_errors, handlers.authenticate])
+    app = web.Application(middlewares=[*outer, _errors, handlers.authenticate])
     router = app.router
     for path, check in HEALTH_CHECKS.items():
         health = handlers.health(check)
@@ -123,6 +128,9 @@ class _Handlers:
         self._config_cache = (cluster.config_version, config)
         return config
 
+    async def body(self, request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+        return await read_object(request, self.options.body_timeout, optional=optional)
+
     def raft_status(self) -> RaftStatus | None:
         """None if the replica cannot say: /patroni must still answer (peers read it in a race)."""
         try:
@@ -159,7 +167,7 @@ class _Handlers:
 
     async def get_patroni(self, request: web.Request) -> web.StreamResponse:
         document = node_document(self.backend.status(), self.backend.now(), self.options.wall_clock(),
-                                 self.raft_status())
+                                 self.raft_status(), self.backend.peer_problems())
         return web.json_response(document)
 
     async def get_cluster(self, request: web.Request) -> web.StreamResponse:
@@ -185,14 +193,14 @@ class _Handlers:
         return web.json_response(config, headers={"ETag": etag(cluster.config_version)})
 
     async def patch_config(self, request: web.Request) -> web.StreamResponse:
-        patch = await read_object(request)
+        patch = await self.body(request)
         cluster = self.backend.cluster()
         wanted = self._check_if_match(request, cluster)
         base = cluster.config or self.backend.settings.bootstrap.dcs.to_dict()
         return await self._store_config(merge_patch(base, patch), cluster, wanted)
 
     async def put_config(self, request: web.Request) -> web.StreamResponse:
-        config = await read_object(request)
+        config = await self.body(request)
         cluster = self.backend.cluster()
         wanted = self._check_if_match(request, cluster)
         return await self._store_config(config, cluster, wanted)
@@ -231,7 +239,7 @@ class _Handlers:
         return await self._switch(request, "failover")
 
     async def _switch(self, request: web.Request, action: str) -> web.StreamResponse:
-        body = await read_object(request)
+        body = await self.body(request)
         cluster = self.backend.cluster()
         config = self.config(cluster)
         request_plan = plan(action, body, cluster, config, self.options.wall_clock())
@@ -278,7 +286,7 @@ class _Handlers:
 
     # --- node actions -----------------------------------------------------------------------------
     async def post_restart(self, request: web.Request) -> web.StreamResponse:
-        body = await read_object(request, optional=True)
+        body = await self.body(request, optional=True)
         check_keys(body, ("restart_pending", "role", "postgres_version", "schedule"))
         role = get_str(body, "role")
         role = "primary" if role == "master" else role
@@ -307,7 +315,7 @@ class _Handlers:
         return web.json_response({"message": "scheduled restart deleted"})
 
     async def post_reload(self, request: web.Request) -> web.StreamResponse:
-        check_keys(await read_object(request, optional=True), ())
+        check_keys(await self.body(request, optional=True), ())
         try:
             message = await self.backend.request_reload()
         except ValueError as exc:
@@ -315,7 +323,7 @@ class _Handlers:
         return web.json_response({"message": message}, status=202)
 
     async def post_reinitialize(self, request: web.Request) -> web.StreamResponse:
-        body = await read_object(request, optional=True)
+        body = await self.body(request, optional=True)
         check_keys(body, ("force",))
         try:
             message = await self.backend.request_reinitialize(force=get_bool(body, "force"))
@@ -326,7 +334,7 @@ class _Handlers:
 
     # --- Raft membership ----------------------------------------------------------------------------
     async def post_raft_member(self, request: web.Request) -> web.StreamResponse:
-        body = await read_object(request)
+        body = await self.body(request)
         check_keys(body, ("addr",))
         addr = _raft_addr(get_str(body, "addr"))
         try:

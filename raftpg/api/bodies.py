@@ -6,6 +6,7 @@ changed nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection, Mapping
 from datetime import datetime
@@ -31,9 +32,17 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is {} when `optional`."""
-    raw = await request.read()
+async def read_object(request: web.Request, timeout: float, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is {} when `optional`.
+
+    The whole body must arrive within `timeout` seconds: a client trickling it must not hold a
+    handler (and a connection) for ever.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g}s") from None
     if not raw.strip():
         if optional:
             return {}

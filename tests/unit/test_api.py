@@ -38,6 +38,7 @@ from raftpg.config import (
 from raftpg.consensus.errors import NoQuorum
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus, ReplicationInfo
+from raftpg.http.problems import FailureKind, PeerProblem
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -143,6 +144,7 @@ class FakeBackend:
         self.drop_reason: str | None = None
         self.store_ok = True
         self.error: Exception | None = None
+        self.problems: dict[str, PeerProblem] = {}
 
     def status(self) -> NodeStatus:
         return self.node_status
@@ -155,6 +157,9 @@ class FakeBackend:
 
     def raft_status(self) -> RaftStatus:
         return raft_status()
+
+    def peer_problems(self) -> Mapping[str, PeerProblem]:
+        return self.problems
 
     def _maybe_fail(self) -> None:
         if self.error is not None:
@@ -495,6 +500,18 @@ async def test_patroni_document_of_a_primary() -> None:
     assert own["raft"]["commit_index"] == 120
     assert own["raft"]["partners"] == {"127.0.0.1:5011": True, "127.0.0.1:5012": False}
     assert own["raft"]["tick_thread_alive"] is True
+    assert own["peer_problems"] == {}
+
+
+async def test_patroni_shows_peers_failing_for_tls_or_authentication() -> None:
+    backend = FakeBackend()
+    backend.problems = {"node2": PeerProblem(FailureKind.TLS, "certificate verify failed", WALL - 60)}
+    async with api(backend) as client:
+        patroni = await (await client.get("/patroni")).json()
+        health = await (await client.get("/primary")).json()
+    assert patroni["raftpg"]["peer_problems"] == {
+        "node2": {"kind": "TLS", "reason": "certificate verify failed", "since": iso(WALL - 60)}}
+    assert "peer_problems" not in health["raftpg"]
 
 
 async def test_patroni_document_of_a_replica_in_an_unlocked_cluster() -> None:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import IO
 
 from raftpg.api import start_api
+from raftpg.cli import sdnotify
 from raftpg.cli.backend import DaemonBackend
 from raftpg.clock import boottime
 from raftpg.config import Settings, raft_timings
 from raftpg.consensus import ConsensusError, RaftNode, Snapshot, rejoin
+from raftpg.fence.client import FenceClient
 from raftpg.ha.loop import HaLoop
-from raftpg.postgres.fence import FenceClient
 from raftpg.postgres.instance import PostgresInstance
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,32 @@ async def run_daemon(settings: Settings) -> int:
         lock.close()
 
 
-async def _run(settings: Settings) -> int:
+class _Reloader:
+    """SIGHUP (systemd's ExecReload) does what `raftpg ctl reload` and POST /reload do: rewrite
+    PostgreSQL's configuration from raftpg's and reload PostgreSQL. Before the HA loop runs
+    there is nothing to reload, and a SIGHUP must not kill the daemon either."""
 
+    def __init__(self) -> None:
+        self.backend: DaemonBackend | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_sighup(self) -> None:
+        if self.backend is None:
+            logger.info("SIGHUP before the HA loop runs: nothing to reload yet")
+            return
+        task = asyncio.create_task(self._reload(self.backend))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _reload(backend: DaemonBackend) -> None:
+        try:
+            logger.info("SIGHUP: %s", await backend.request_reload())
+        except Exception as exc:  # a failed reload is reported; the daemon carries on
+            logger.error("SIGHUP: reload failed: %s", exc)
+
+
+async def _run(settings: Settings) -> int:
     ttl = settings.bootstrap.dcs.ttl
     ha: HaLoop | None = None
     last_key: list[tuple[object, ...]] = [()]
@@ -117,12 +142,15 @@ async def _run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloader = _Reloader()
+    loop.add_signal_handler(signal.SIGHUP, reloader.on_sighup)
     api = None
     try:
         pg = PostgresInstance(settings.postgresql, settings.name)
         fence = FenceClient(settings.raft.data_dir, settings.postgresql.data_dir)
         ha = HaLoop(settings, raft, pg, fence)
-        api = await start_api(DaemonBackend(settings, raft, ha))
+        backend = DaemonBackend(settings, raft, ha)
+        api = await start_api(backend)
         logger.info("REST API on %s; waiting for the Raft log to catch up", settings.restapi.listen)
         while not stop.is_set():
             try:
@@ -130,6 +158,7 @@ async def _run(settings: Settings) -> int:
                 break
             except ConsensusError as exc:
                 logger.warning("Raft barrier not committed yet (%s); no quorum? retrying", exc)
+                sdnotify.notify("STATUS=waiting for a Raft majority (are the other members started?)")
                 await asyncio.sleep(BARRIER_RETRY)
         if stop.is_set():
             return 0
@@ -140,6 +169,8 @@ async def _run(settings: Settings) -> int:
         logger.info("caught up with the Raft log (term %s); starting the HA loop as instance %s",
                     raft.raft_status().term, ha.instance_id)
         ha_task = asyncio.create_task(ha.run())
+        reloader.backend = backend
+        sdnotify.notify(f"READY=1\nSTATUS=HA loop running (member {settings.name}, scope {settings.scope})")
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({ha_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         if ha_task in done:
@@ -147,6 +178,7 @@ async def _run(settings: Settings) -> int:
             ha_task.result()
             return 1
         logger.info("stopping: handing over if we are the primary")
+        sdnotify.notify("STOPPING=1\nSTATUS=stopping: handing over if primary")
         ha.stop()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(ha_task, timeout=max(ttl, 10.0))

@@ -1,4 +1,4 @@
-"""The `raftpg` command: run (the daemon), rejoin, ctl, demo, config, certs, version."""
+"""The `raftpg` command: run (the daemon), rejoin, ctl, demo, config, certs, systemd-unit, version."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 from collections.abc import Sequence
 
 from raftpg import __version__
+from raftpg.cli import config_cmd, systemd_unit
 from raftpg.config import ConfigError, Settings, load_settings, sample_config
+
+FENCE_COMMAND = "fence"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     rejoin.add_argument("-c", "--config", required=True, help="node configuration file (YAML)")
     rejoin.set_defaults(func=_cmd_rejoin)
 
-    config = sub.add_parser("config", help="validate a configuration or print a sample")
+    config = sub.add_parser("config", help="write, validate or sample a configuration; generate cluster secrets")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     validate = config_sub.add_parser("validate", help="check a configuration file; non-zero exit on problems")
     validate.add_argument("file")
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample = config_sub.add_parser("sample", help="print a commented sample with a fresh Raft password")
     sample.add_argument("--name", default="node1")
     sample.set_defaults(func=_cmd_config_sample)
+    config_cmd.register(config_sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
@@ -129,13 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl.register(sub)
     demo.register(sub)
+    sub.choices["demo"].add_argument("--tls", action="store_true",
+                                     help="serve the REST API over HTTPS with a demo CA and per-node certificates")
     certs_cmd.register(sub)
+    systemd_unit.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == [FENCE_COMMAND]:
+        # Hidden: the fence helper process, so a frozen single-file build runs it from the same file.
+        from raftpg.fence.process import main as fence_main
+
+        return fence_main(args_list[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     result: int = args.func(args)
     return result
 

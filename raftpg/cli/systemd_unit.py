@@ -1,0 +1,79 @@
+"""`raftpg systemd-unit`: the service unit for one node, printed for /etc/systemd/system/raftpg.service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# After SIGTERM the daemon waits up to max(ttl, 10) s for its HA cycle and as long again for the
+# hand-over of the lease, then PostgreSQL's shutdown checkpoint; this margin covers the checkpoint.
+CHECKPOINT_MARGIN = 60
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    binary: Path = Path("/usr/local/bin/raftpg")
+    config: Path = Path("/etc/raftpg/node.yml")
+    user: str = "postgres"
+    ttl: float = 10.0
+
+    @property
+    def stop_timeout(self) -> int:
+        return int(2 * max(self.ttl, 10.0)) + CHECKPOINT_MARGIN
+
+
+def render_unit(options: UnitOptions) -> str:
+    return f"""\
+# raftpg: PostgreSQL high availability with embedded Raft. Written by `raftpg systemd-unit`.
+[Unit]
+Description=raftpg PostgreSQL HA node ({options.config})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+# READY=1 is sent once the node has caught up with the Raft log and its HA loop runs.
+Type=notify
+NotifyAccess=main
+User={options.user}
+Group={options.user}
+ExecStart={options.binary} run -c {options.config}
+# SIGHUP rewrites PostgreSQL's configuration from raftpg's and reloads PostgreSQL (as `raftpg ctl
+# reload`). Changes to {options.config} itself take effect on a restart.
+ExecReload=/bin/kill -HUP $MAINPID
+# SIGTERM to raftpg only: it hands the lease over and stops PostgreSQL and its fence itself.
+# Signalling the whole group would stop PostgreSQL behind its back.
+KillMode=mixed
+KillSignal=SIGTERM
+TimeoutStopSec={options.stop_timeout}
+# The first node waits for a Raft majority: as long as the other hosts take to come up.
+TimeoutStartSec=infinity
+Restart=on-failure
+RestartSec=5
+LimitNOFILE=65536
+NoNewPrivileges=true
+PrivateTmp=true
+ProtectSystem=full
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    options = UnitOptions(binary=args.binary, config=args.config, user=args.user, ttl=args.ttl)
+    sys.stdout.write(render_unit(options))
+    return 0
+
+
+def register(sub: Any) -> None:
+    defaults = UnitOptions()
+    unit = sub.add_parser("systemd-unit", help="print a systemd service unit for this node")
+    unit.add_argument("--binary", type=Path, default=defaults.binary, help=f"default {defaults.binary}")
+    unit.add_argument("-c", "--config", type=Path, default=defaults.config, help=f"default {defaults.config}")
+    unit.add_argument("--user", default=defaults.user, help="OS user PostgreSQL runs as (default postgres)")
+    unit.add_argument("--ttl", type=float, default=defaults.ttl,
+                      help="the cluster's lease ttl: the stop timeout leaves room for the hand-over")
+    unit.set_defaults(func=_cmd)

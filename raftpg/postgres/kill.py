@@ -1,67 +1,7 @@
-"""Killing a postmaster and every process it started, even when it is frozen.
+"""Re-exports raftpg.fence.kill for postgres/instance.py, postgres/datadir.py and cli/launcher.py
+until their import lines name raftpg.fence.kill (the kill lives with the fence, which must not
+import raftpg.postgres); delete this file then."""
 
-Signalling the postmaster's process group is not enough: pg_ctl makes the postmaster a
-session leader, but every child PostgreSQL forks calls setsid() too, so each backend leads its
-own process group and a killpg() of the postmaster's group reaches the postmaster alone. A
-backend left behind can still write WAL and acknowledge a commit. So the children are found
-(by parent PID) and killed one by one, each with its own process group (which holds what it
-spawned, e.g. an archive_command). The postmaster is SIGSTOPped first so it can neither fork
-new children nor die and leave orphans we could no longer find by their parent.
+from raftpg.fence.kill import children_of, kill_postmaster_tree, stat_fields
 
-Standard library only: the fence process imports this.
-"""
-
-import contextlib
-import os
-import signal
-import time
-from pathlib import Path
-
-_STOP_WAIT = 0.05
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) S ppid ...": comm may contain spaces and parentheses; split after the last ')'.
-    return text[text.rfind(")") + 2 :].split()
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = stat_fields(int(entry.name))
-            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
-                found.append(int(entry.name))
-    return sorted(found)
-
-
-def _kill_with_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        os.kill(pid, signal.SIGKILL)
-
-
-def kill_postmaster_tree(pid: int) -> list[int]:
-    """SIGKILL the postmaster, all its children and their process groups; returns the PIDs hit."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
-    end = time.monotonic() + _STOP_WAIT
-    while time.monotonic() < end:
-        fields = stat_fields(pid)
-        if fields is None or fields[0] in "TtZX":
-            break
-        time.sleep(0.002)
-    killed: list[int] = []
-    for _ in range(2):  # a second pass catches a child forked while the stop was arriving
-        for child in children_of(pid):
-            if child not in killed:
-                _kill_with_group(child)
-                killed.append(child)
-    _kill_with_group(pid)
-    return [pid, *killed]
+__all__ = ["children_of", "kill_postmaster_tree", "stat_fields"]

@@ -30,6 +30,7 @@ from raftpg.cli.ctl_format import (
     history_table,
     list_records,
     member_record,
+    problem_lines,
     render_grid,
     version_line,
 )
@@ -79,7 +80,8 @@ def _report(session: Session | None, message: str) -> None:
 
 
 def print_cluster(session: Session, cluster: ClusterView, fmt: str = "pretty", *, extended: bool = False,
-                  topology: bool = False) -> None:
+                  topology: bool = False, problems: bool = False) -> None:
+    """`problems`: also ask every member's /patroni for connection problems (pretty format only)."""
     if fmt == "json":
         session.print(dump_json(list_records(cluster)))
     elif fmt == "yaml":
@@ -94,6 +96,8 @@ def print_cluster(session: Session, cluster: ClusterView, fmt: str = "pretty", *
         session.print(cluster_table(cluster, extended=extended, topology=topology))
         for line in cluster_footer(cluster):
             session.print(line)
+        for line in problem_lines(session.connection_problems(cluster) if problems else ()):
+            session.print(line, style="yellow")
 
 
 def cmd_list(session: Session, args: argparse.Namespace) -> int:
@@ -113,7 +117,8 @@ def cmd_list(session: Session, args: argparse.Namespace) -> int:
                     session.out.clear()
                 if args.timestamp or interval is not None:
                     session.print(time.strftime("%Y-%m-%d %H:%M:%S"))
-                print_cluster(session, cluster, args.format, extended=args.extended, topology=topology)
+                print_cluster(session, cluster, args.format, extended=args.extended, topology=topology,
+                              problems=True)
             shown += 1
             if interval is None or (args.watch_count is not None and shown >= args.watch_count):
                 return 0

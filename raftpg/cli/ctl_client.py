@@ -38,9 +38,10 @@ class ApiError(CtlError):
 class Unreachable(CtlError):
     """No HTTP answer at all: refused, timed out, TLS failure, name not resolved."""
 
-    def __init__(self, message: str, kind: FailureKind = FailureKind.UNREACHABLE) -> None:
+    def __init__(self, message: str, kind: FailureKind = FailureKind.UNREACHABLE, reason: str = "") -> None:
         super().__init__(message)
         self.kind = kind
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class ApiClient:
         try:
             answer = self.http.request_blocking(method, url, body, headers=headers, timeout=timeout)
         except HttpFailure as failure:
-            raise Unreachable(str(failure), failure.kind) from None
+            raise Unreachable(str(failure), failure.kind, failure.reason) from None
         return Response(answer.status, answer.body, answer.headers)
 
     def call(self, method: str, url: str, body: Any = None, *, headers: Mapping[str, str] | None = None,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from raftpg.cli.ctl_model import ClusterView, HistoryEntry, MemberView
+from raftpg.cli.ctl_model import ClusterView, ConnectionProblem, HistoryEntry, MemberView
 from raftpg.config import Tags
 
 MEMBER_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")
@@ -142,6 +142,14 @@ def cluster_footer(cluster: ClusterView) -> list[str]:
     if cluster.paused:
         lines.append(" Maintenance mode: on")
     return lines
+
+
+def problem_lines(problems: Sequence[ConnectionProblem]) -> list[str]:
+    """Footnotes under `ctl list`: members that fail for TLS or authentication reasons."""
+    if not problems:
+        return []
+    return [" Connection problems:",
+            *(f"  {p.member}: {p.text} (seen by {', '.join(p.seen_by)})" for p in problems)]
 
 
 def topology_order(cluster: ClusterView) -> list[tuple[int, MemberView]]:

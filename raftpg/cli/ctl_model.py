@@ -146,6 +146,35 @@ class ClusterView:
 
 
 @dataclass(frozen=True)
+class ConnectionProblem:
+    """A member that cannot be talked to for a reason an operator must fix (TLS, authentication),
+    as seen by other members (their /patroni) or by ctl itself."""
+
+    member: str
+    text: str
+    seen_by: tuple[str, ...]
+
+
+def peer_problems(status: Mapping[str, Any]) -> dict[str, str]:
+    """name -> "KIND: reason" from a member's /patroni (raftpg.peer_problems); tolerant of junk."""
+    own = status.get("raftpg")
+    found = own.get("peer_problems") if isinstance(own, Mapping) else None
+    if not isinstance(found, Mapping):
+        return {}
+    return {str(name): f"{p.get('kind', '?')}: {p.get('reason', '?')}"
+            for name, p in found.items() if isinstance(p, Mapping)}
+
+
+def group_problems(sightings: list[tuple[str, str, str]]) -> tuple[ConnectionProblem, ...]:
+    """(member, text, observer) sightings, one ConnectionProblem per member and text."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for member, text, observer in sightings:
+        grouped.setdefault((member, text), []).append(observer)
+    return tuple(ConnectionProblem(member, text, tuple(sorted(set(observers))))
+                 for (member, text), observers in sorted(grouped.items()))
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     timeline: int | None
     lsn: Any

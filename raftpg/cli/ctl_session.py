@@ -28,9 +28,10 @@ from raftpg.cli.ctl_client import (
     first_answer,
     join,
 )
-from raftpg.cli.ctl_model import ClusterView, MemberView
+from raftpg.cli.ctl_model import ClusterView, ConnectionProblem, MemberView, group_problems, peer_problems
 from raftpg.config import Auth, ConfigError, Settings, load_settings
 from raftpg.http.client import TlsFiles
+from raftpg.http.problems import FailureKind
 
 USER_ENV = "RAFTPG_CTL_USER"
 PASSWORD_ENV = "RAFTPG_CTL_PASSWORD"
@@ -111,6 +112,28 @@ class Session:
                 view = ClusterView(view.scope, view.members, view.paused, view.scheduled_switchover,
                                    str(status["database_system_identifier"]))
         return view
+
+    def connection_problems(self, cluster: ClusterView) -> tuple[ConnectionProblem, ...]:
+        """Members that fail for TLS or authentication reasons: what each member reports about
+        its peers in /patroni, and what ctl itself meets asking them (short timeouts)."""
+        sightings: list[tuple[str, str, str]] = []
+        for member in cluster.members:
+            if not member.api_url:
+                continue
+            try:
+                status = self.member_status(member, timeout=min(2.0, self.client.timeout))
+            except Unreachable as exc:
+                if exc.kind is not FailureKind.UNREACHABLE:
+                    sightings.append((member.name, f"{exc.kind.value}: {exc.reason}", "ctl"))
+                continue
+            except ApiError as exc:
+                if exc.status in (401, 403):
+                    sightings.append((member.name, f"{FailureKind.AUTH.value}: HTTP {exc.status}", "ctl"))
+                continue
+            except CtlError:
+                continue
+            sightings.extend((peer, text, member.name) for peer, text in peer_problems(status).items())
+        return group_problems(sightings)
 
     def find_members(self, cluster: ClusterView, names: Sequence[str]) -> list[MemberView]:
         """The named members (all when none are named); an unknown name is an error."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import tempfile
 import threading
@@ -11,8 +12,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from raftpg.cli.launcher import LocalCluster
+from raftpg.cli.run_as import check_runnable
+
+CLUSTER_USER = "postgres"
 
 
 def register(sub: Any) -> None:
@@ -27,10 +32,16 @@ def register(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console()
+    if os.geteuid() == 0:
+        problem = check_runnable(CLUSTER_USER)
+        if problem is not None:
+            Console(stderr=True, soft_wrap=True).print(Text(f"raftpg demo: {problem}", style="red"))
+            return 1
+    tls = bool(getattr(args, "tls", False))
     base = args.dir or Path(tempfile.mkdtemp(prefix="raftpg-demo-"))
     base.chmod(0o755)
     cluster = LocalCluster(base_dir=base, ttl=args.ttl, loop_wait=1, retry_timeout=max(1.0, args.ttl / 4),
-                           synchronous_mode=args.synchronous_mode)
+                           synchronous_mode=args.synchronous_mode, tls=tls)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -51,6 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print("\nTry:")
         for example in ("list", "history", "switchover --force", "pause", "resume"):
             console.print(f"  raftpg ctl -c {any_config} {example}")
+        if tls:
+            console.print(f"\nThe REST APIs require client certificates from the demo CA ({cluster.ca_dir}); "
+                          "ctl -c NODE.yml uses that node's certificate.")
         console.print(f"\nLogs: {base}/node*/raftpg.log. Press Ctrl-C to stop everything.")
         stop.wait()
     except TimeoutError as exc:

@@ -61,6 +61,7 @@ class FakeApi:
         "ttl": 10, "loop_wait": 2, "postgresql": {"parameters": {"max_connections": 100}}})
     pending: set[str] = field(default_factory=lambda: {"n2"})
     states: dict[str, list[str]] = field(default_factory=dict)  # member -> states /patroni answers in turn
+    peer_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> its raftpg.peer_problems
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
@@ -103,7 +104,8 @@ class FakeApi:
             "postmaster_start_time": f"2030-01-01 00:00:0{index}+00:00",
             "pause": self.paused,
             "patroni": {"version": "0.1.0", "scope": "demo", "name": name},
-            "raftpg": {"raft": {"self_addr": f"127.0.0.1:{7001 + index}"}},
+            "raftpg": {"raft": {"self_addr": f"127.0.0.1:{7001 + index}"},
+                       "peer_problems": self.peer_problems.get(name, {})},
         }
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -215,6 +217,21 @@ async def test_list_paused_prints_maintenance_mode(fake: FakeApi, capsys: pytest
     fake.paused = True
     assert await run_ctl(fake, "list") == 0
     assert capsys.readouterr().out.rstrip().splitlines()[-1].strip() == "Maintenance mode: on"
+
+
+async def test_list_footnotes_members_others_cannot_talk_to(fake: FakeApi,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    bad_cert = {"kind": "TLS", "reason": "certificate verify failed: unable to get local issuer certificate",
+                "since": "2030-01-01T00:00:00+00:00"}
+    fake.peer_problems = {"n1": {"n3": bad_cert}, "n2": {"n3": bad_cert},
+                          "n3": {"n1": {"kind": "authentication", "reason": "HTTP 401", "since": "x"}}}
+    assert await run_ctl(fake, "list") == 0
+    tail = capsys.readouterr().out.rstrip().splitlines()[-3:]
+    assert [line.strip() for line in tail] == [
+        "Connection problems:",
+        "n1: authentication: HTTP 401 (seen by n3)",
+        "n3: TLS: certificate verify failed: unable to get local issuer certificate (seen by n1, n2)",
+    ]
 
 
 async def test_list_json_has_patronictl_keys(fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
+from raftpg.api.documents import peer_problems_document
 from raftpg.api.server import tls_context
 from raftpg.cli.certs import NodeCertFiles, write_ca, write_node_cert
 from raftpg.config import Address, Auth, RestApiSettings
 from raftpg.http.client import REFUSED_HANDSHAKE, HttpClient, HttpFailure, MemberClient, TlsFiles, member_tls
-from raftpg.http.problems import FailureKind, ProblemBook
+from raftpg.http.problems import FailureKind, PeerProblem, ProblemBook
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -183,3 +184,12 @@ def test_member_tls_trusts_the_cluster_ca_and_presents_the_own_certificate(pki: 
     assert member_tls(restapi(8008, None)) is None
     files = member_tls(restapi(8008, pki.client))
     assert files == TlsFiles(pki.client.ca_cert, pki.client.cert, pki.client.key)
+
+
+def test_patroni_document_lists_peer_problems_by_name() -> None:
+    problems = {"n3": PeerProblem(FailureKind.TLS, REFUSED_HANDSHAKE, 0.0),
+                "n2": PeerProblem(FailureKind.AUTH, "HTTP 401", 60.0)}
+    assert peer_problems_document(problems) == {
+        "n2": {"kind": "authentication", "reason": "HTTP 401", "since": "1970-01-01T00:01:00+00:00"},
+        "n3": {"kind": "TLS", "reason": REFUSED_HANDSHAKE, "since": "1970-01-01T00:00:00+00:00"},
+    }

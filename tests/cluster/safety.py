@@ -4,6 +4,11 @@ A Writer records every acknowledged INSERT through the read-write conninfo. A Pr
 connects to that node directly and records the [start, end] interval of each acknowledged probe
 INSERT. Violations: an acknowledged write missing at the end; acknowledged probes on two different
 nodes whose intervals overlap (two writable primaries at once).
+
+A commit whose wait for synchronous replication was cancelled (statement_timeout here) still
+reports success, with only a WARNING: it committed locally but was never acknowledged as
+replicated. Writer and Prober watch the notices and count such commits apart ("unreplicated"):
+they are not acknowledged writes for the loss rule, nor acknowledged probes for the overlap rule.
 """
 
 from __future__ import annotations
@@ -14,6 +19,37 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg.errors import Diagnostic
+
+# PostgreSQL's WARNING when a commit stops waiting for its synchronous standbys (SyncRepWaitForLSN).
+SYNC_WAIT_CANCELLED = "wait for synchronous replication"
+
+
+class SyncWaitWatch:
+    """Notice handler for one connection: remembers whether the last statement's synchronous wait
+    was cancelled (the commit then succeeded locally only)."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def __call__(self, diag: Diagnostic) -> None:
+        if SYNC_WAIT_CANCELLED in (diag.message_primary or ""):
+            self.cancelled = True
+
+    def take(self) -> bool:
+        """Whether a cancelled wait was seen since the last call."""
+        seen, self.cancelled = self.cancelled, False
+        return seen
+
+
+def watched_connect(dsn: str, connect_timeout: int, statement_timeout: str) -> tuple[psycopg.Connection,
+                                                                                    SyncWaitWatch]:
+    """An autocommit connection with a statement timeout whose cancelled synchronous waits are seen."""
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
+    watch = SyncWaitWatch()
+    conn.add_notice_handler(watch)
+    conn.execute(f"SET statement_timeout = '{statement_timeout}'")
+    return conn, watch
 
 
 def setup_tables(dsn: str) -> None:
@@ -28,6 +64,7 @@ class Writer(threading.Thread):
     rate: float = 100.0
     first_id: int = 1
     acked: list[tuple[int, float, int]] = field(default_factory=list)  # id, ack time, server port
+    unreplicated: list[tuple[int, float, int]] = field(default_factory=list)  # success with a cancelled sync wait
     errors: int = 0
 
     def __post_init__(self) -> None:
@@ -37,14 +74,15 @@ class Writer(threading.Thread):
     def run(self) -> None:
         next_id = self.first_id
         conn: psycopg.Connection | None = None
+        watch = SyncWaitWatch()
         while not self._halt.is_set():
             try:
                 if conn is None:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
-                    conn.execute("SET statement_timeout = '3s'")
+                    conn, watch = watched_connect(self.dsn, 2, "3s")
                     port = conn.execute("SELECT inet_server_port()").fetchone()[0]  # type: ignore[index]
                 conn.execute("INSERT INTO acked (id, node) VALUES (%s, %s)", (next_id, port))
-                self.acked.append((next_id, time.monotonic(), port))
+                record = self.unreplicated if watch.take() else self.acked
+                record.append((next_id, time.monotonic(), port))
                 next_id += 1
             except psycopg.Error:
                 self.errors += 1
@@ -76,6 +114,7 @@ class Prober(threading.Thread):
     dsn: str
     node_port: int
     intervals: list[tuple[float, float]] = field(default_factory=list)
+    unreplicated: int = 0  # probes that succeeded with a cancelled synchronous wait
 
     def __post_init__(self) -> None:
         super().__init__(daemon=True)
@@ -84,15 +123,18 @@ class Prober(threading.Thread):
     def run(self) -> None:
         seq = time.time_ns() // 1000  # unique across checkers sharing the table
         conn: psycopg.Connection | None = None
+        watch = SyncWaitWatch()
         while not self._halt.is_set():
             try:
                 if conn is None:
-                    conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=1)
-                    conn.execute("SET statement_timeout = '2s'")
+                    conn, watch = watched_connect(self.dsn, 1, "2s")
                 seq += 1
                 start = time.monotonic()
                 conn.execute("INSERT INTO probes (node, seq) VALUES (%s, %s)", (self.node_port, seq))
-                self.intervals.append((start, time.monotonic()))
+                if watch.take():
+                    self.unreplicated += 1
+                else:
+                    self.intervals.append((start, time.monotonic()))
             except psycopg.Error:
                 if conn is not None:
                     conn.close()
@@ -120,10 +162,20 @@ def overlapping_probes(probers: list[Prober]) -> list[str]:
     return problems
 
 
-def missing_writes(dsn: str, writer: Writer) -> list[int]:
+def present_ids(dsn: str) -> set[int]:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        present = {row[0] for row in conn.execute("SELECT id FROM acked")}
+        return {row[0] for row in conn.execute("SELECT id FROM acked")}
+
+
+def missing_writes(dsn: str, writer: Writer) -> list[int]:
+    present = present_ids(dsn)
     return [i for i, _, _ in writer.acked if i not in present]
+
+
+def missing_unreplicated(dsn: str, writer: Writer) -> list[int]:
+    """Commits reported with a cancelled synchronous wait that are gone: allowed, but reported."""
+    present = present_ids(dsn)
+    return [i for i, _, _ in writer.unreplicated if i not in present]
 
 
 class SafetyChecker:

@@ -1,0 +1,166 @@
+"""The built single file, provisioned like a VM: three network-namespace hosts set up by
+packaging/provision.sh, nodes run from dist/raftpg alone, as postgres, in a clean environment:
+bootstrap, READY=1 to the service manager, kill -9 of the primary's host, failover, rejoin.
+
+The binary is built once per test session (`make dist`, incremental) unless RAFTPG_DIST names a
+prebuilt one.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from raftpg.cli.cluster_secrets import ClusterSecrets
+from raftpg.cli.launcher import wait_for
+from raftpg.cli.netns import NetnsUnavailable, check_available
+from tests.cluster.conftest import scratch_dir
+from tests.cluster.dist_hosts import CHECKOUT, OS_USER, PG_PORT, DistCluster, DistHost, clean_env, rss_kib
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+BUILD_TIMEOUT = 900
+HEALTHY_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="session")
+def dist_binary() -> Path:
+    prebuilt = os.environ.get("RAFTPG_DIST")
+    if prebuilt:
+        return Path(prebuilt).resolve()
+    if shutil.which("make") is None:
+        pytest.skip("`make` is not installed: cannot run `make dist` (apt-get install make)")
+    started = time.monotonic()
+    done = subprocess.run(["make", "-C", str(CHECKOUT), "dist"], capture_output=True, text=True,
+                          timeout=BUILD_TIMEOUT, check=False)
+    assert done.returncode == 0, f"make dist failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    binary = CHECKOUT / "dist" / "raftpg"
+    print(f"\nmake dist: {time.monotonic() - started:.1f}s, {binary.stat().st_size / 1e6:.1f} MB")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def provisioned(request: pytest.FixtureRequest, dist_binary: Path) -> Iterator[tuple[DistCluster, ClusterSecrets]]:
+    try:
+        check_available()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    base = scratch_dir("raftpg-dist-")
+    cluster = DistCluster(binary=dist_binary, base=base)
+    try:
+        cluster.create()
+        secrets_path = base / "cluster-secrets.yml"
+        done = subprocess.run([str(dist_binary), "config", "secrets", "-o", str(secrets_path)], cwd=base,
+                              env=clean_env(base), capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        cluster.provision(secrets_path)
+        yield cluster, ClusterSecrets.load(secrets_path)
+    finally:
+        cluster.stop()
+        if request.session.testsfailed:
+            print(f"\ndist cluster kept in {base}\n{cluster.logs()}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _running(cluster: DistCluster) -> DistCluster:
+    for host in cluster.hosts:
+        if host.process is None or host.process.poll() is not None:
+            cluster.start(host)
+    return cluster
+
+
+def _healthy(cluster: DistCluster, timeout: float = HEALTHY_TIMEOUT) -> DistHost:
+    def probe() -> DistHost | None:
+        for host in cluster.hosts:
+            if host.process is not None and host.process.poll() is not None:
+                raise AssertionError(f"{host.name} exited {host.process.returncode}\n{cluster.logs()}")
+        primaries = cluster.primaries()
+        if len(primaries) != 1:
+            return None
+        others = {h.name for h in cluster.hosts if h is not primaries[0]}
+        return primaries[0] if cluster.streaming(primaries[0]) >= others else None
+
+    return wait_for(probe, timeout, "one primary from dist/raftpg with two streaming replicas")
+
+
+def _dsn(host: DistHost, secrets: ClusterSecrets) -> str:
+    return (f"host={host.address} port={PG_PORT} user={secrets.superuser.username} "
+            f"password={secrets.superuser.password} dbname=postgres connect_timeout=3")
+
+
+def test_provision_installs_binary_config_and_unit(provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
+    cluster, secrets = provisioned
+    for host in cluster.hosts:
+        assert host.binary.read_bytes() == cluster.binary.read_bytes()
+        info = host.config.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600
+        assert info.st_uid == pwd.getpwnam(OS_USER).pw_uid
+        text = host.config.read_text()
+        assert f"self_addr: {host.address}:5010" in text
+        assert secrets.raft_password in text
+        unit = host.unit.read_text()
+        assert f"ExecStart={host.binary} run -c {host.config}" in unit
+        assert "Type=notify" in unit and f"User={OS_USER}" in unit
+
+
+def test_binary_cluster_bootstraps_and_notifies_ready(provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
+    cluster, secrets = provisioned
+    started = time.monotonic()
+    primary = _healthy(_running(cluster))
+    ready_after = time.monotonic() - started
+    for host in cluster.hosts:
+        messages = wait_for(lambda h=host: [m for m in h.notifications() if "READY=1" in m] or None,  # type: ignore[misc]
+                            30, f"READY=1 from {host.name}")
+        assert messages
+        argv = Path(f"/proc/{host.process.pid}/cmdline").read_bytes().split(b"\0") if host.process else []
+        assert str(host.binary).encode() in argv
+    with psycopg.connect(_dsn(primary, secrets), autocommit=True) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    rss = {h.name: rss_kib(h.process.pid) for h in cluster.hosts if h.process is not None}
+    print(f"\ndist/raftpg: healthy {ready_after:.1f}s after start; idle raftpg RSS per node (KiB): {rss}")
+
+
+def test_kill9_of_the_primary_host_fails_over_and_it_rejoins(provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
+    cluster, secrets = provisioned
+    old = _healthy(_running(cluster))
+    # Quorum mode (config init's default): an acknowledged commit survives the primary's loss.
+    with psycopg.connect(_dsn(old, secrets), autocommit=True) as conn:
+        conn.execute("CREATE TABLE dist_smoke (v text)")
+        conn.execute("INSERT INTO dist_smoke VALUES ('before failover')")
+    cluster.crash(old)
+    assert not cluster.namespace_pids(old)
+
+    def new_primary() -> DistHost | None:
+        found = [h for h in cluster.primaries() if h is not old]
+        return found[0] if len(found) == 1 else None
+
+    new = wait_for(new_primary, 60, "a new primary after kill -9 of the old one's host")
+    cluster.start(old)
+    wait_for(lambda: old.name in cluster.streaming(new) or None, HEALTHY_TIMEOUT,
+             f"{old.name} streaming again from {new.name}")
+    assert [h.name for h in cluster.primaries()] == [new.name]
+    with psycopg.connect(_dsn(new, secrets), autocommit=True) as conn:
+        rows = conn.execute("SELECT v FROM dist_smoke").fetchall()
+        conn.execute("CREATE TABLE IF NOT EXISTS dist_after (v text)")
+        conn.execute("INSERT INTO dist_after VALUES ('after failover')")
+    assert rows == [("before failover",)]
+
+    def replicated() -> bool | None:
+        try:
+            with psycopg.connect(_dsn(old, secrets), autocommit=True) as conn:
+                return conn.execute("SELECT count(*) FROM dist_after").fetchone() == (1,) or None
+        except psycopg.Error:
+            return None
+
+    wait_for(replicated, 60, f"the rejoined {old.name} replaying the new primary's writes")
+

@@ -19,7 +19,7 @@ import pytest
 from raftpg.api import ApiOptions, ApiServer, start_api
 from raftpg.api.guard import REFUSAL, ConnectionLimits
 from raftpg.cli.certs import write_ca, write_node_cert
-from tests.unit.test_api import FakeBackend, make_settings
+from tests.unit.api_fakes import FakeBackend, make_settings
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from raftpg.consensus.pysyncobj_internals import meta_file
+
 
 def fsync_path(path: Path) -> None:
     """fsync a file or directory by path; a missing one has nothing to sync."""
@@ -35,7 +37,7 @@ class DurableJournal:
 
     def __init__(self, inner: Any, journal_file: Path, dump_file: Path) -> None:
         self._inner = inner
-        self._meta_file = Path(f"{journal_file}.meta")
+        self._meta_file = meta_file(journal_file)
         self._dump_file = dump_file
         self._dir = journal_file.parent
 

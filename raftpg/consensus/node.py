@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,8 @@ from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
 from raftpg.consensus.machine import StateMachine, copy_state
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.consensus.outcome import Resolver, resolver_for
-from raftpg.consensus.replica import Replica, check_supported
+from raftpg.consensus.pysyncobj_internals import check, destroy_unstarted, meta_file, read_status
+from raftpg.consensus.replica import Replica
 from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE, build_conf, derive_key, validate_timings
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ _BACKOFF_FIRST = 0.02
 _BACKOFF_MAX = 0.2
 _RESOLVE_POLL = 0.02
 _FILE_MODE_CHECK_EVERY = 2.0
-_JOURNAL_END_OFFSET = 36  # pysyncobj FileJournal header: name(24) + version(8) + format(4)
 
 _Reply = tuple[Any, int]
 
@@ -92,8 +91,7 @@ class RaftNode:
         """joining: this replica's log was wiped; it stays out of elections until finish_joining()
         (replica.py says why)."""
         derive_key(scope, password)  # fail early on a missing password or bad scope
-        if joining:
-            check_supported()
+        check()  # fail early on a pysyncobj that lacks an internal we rely on
         self._joining = joining
         self._scope = scope
         self._self_addr = self_addr
@@ -136,7 +134,7 @@ class RaftNode:
         try:
             obj.waitBinded()
         except SyncObjException as e:
-            obj._doDestroy()
+            destroy_unstarted(obj)
             raise ConsensusError(
                 f"cannot bind Raft address {self._self_addr}: port in use or address not on this host"
             ) from e
@@ -211,31 +209,7 @@ class RaftNode:
         )
 
     def raft_status(self) -> RaftStatus:
-        obj = self._require(allow_stopped=True)
-        status: dict[str, Any] = {}
-        for _ in range(5):
-            try:  # getStatus iterates sets the tick thread may be resizing
-                status = obj.getStatus()
-                break
-            except RuntimeError:
-                continue
-        prefix = "partner_node_status_server_"
-        leader = status.get("leader")
-        return RaftStatus(
-            self_addr=self._self_addr,
-            leader=str(leader) if leader is not None else None,
-            is_leader=status.get("state") == 2,
-            term=int(status.get("raft_term", 0)),
-            commit_index=int(status.get("commit_idx", 0)),
-            last_applied=int(status.get("last_applied", 0)),
-            has_quorum=bool(status.get("has_quorum", False)),
-            partners={
-                key[len(prefix):]: value == 2 for key, value in status.items() if key.startswith(prefix)
-            },
-            tick_thread_alive=obj.tick_thread_alive(),
-            journal_bytes=self._journal_bytes(),
-            log_len=int(status.get("log_len", 0)),
-        )
+        return read_status(self._require(allow_stopped=True), self._self_addr, self._data_dir / JOURNAL_FILE)
 
     # ----------------------------------------------------------------- commands
 
@@ -574,15 +548,6 @@ class RaftNode:
         except Exception:
             logger.exception("on_change callback failed")
 
-    def _journal_bytes(self) -> int:
-        """Bytes of journal in use (pysyncobj's mmap file is sparse and never shrinks)."""
-        try:
-            with open(self._data_dir / JOURNAL_FILE, "rb") as f:
-                header = os.pread(f.fileno(), 4, _JOURNAL_END_OFFSET)
-        except OSError:
-            return 0
-        return int(struct.unpack("<I", header)[0]) if len(header) == 4 else 0
-
     def _prepare_data_dir(self) -> None:
         self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self._data_dir, 0o700)
@@ -591,9 +556,8 @@ class RaftNode:
     def _fix_file_modes(self) -> None:
         """Journal and dump hold the whole cluster state: owner-only. pysyncobj creates them (and
         re-creates the dump at every compaction) with the process umask."""
-        names = (JOURNAL_FILE, JOURNAL_FILE + ".meta", DUMP_FILE)
-        for name in names:
-            path = self._data_dir / name
+        journal = self._data_dir / JOURNAL_FILE
+        for path in (journal, meta_file(journal), self._data_dir / DUMP_FILE):
             try:
                 if path.stat().st_mode & 0o077:
                     os.chmod(path, 0o600)

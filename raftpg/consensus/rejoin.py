@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from raftpg.consensus.pysyncobj_internals import meta_file
 from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE
 
 MARKER = "rejoining"
-_LOG_FILES = (JOURNAL_FILE, JOURNAL_FILE + ".meta", DUMP_FILE)
+_LOG_FILES = (JOURNAL_FILE, meta_file(Path(JOURNAL_FILE)).name, DUMP_FILE)
 
 
 def has_log(data_dir: Path) -> bool:

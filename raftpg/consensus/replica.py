@@ -11,7 +11,7 @@ log is never more up to date than its own.
 pysyncobj has no switch for this. Every election deadline it sets comes from its private
 `__generateRaftTimeout`; overriding that one method (name-mangled `_SyncObj__generateRaftTimeout`)
 to return infinity while holding back keeps the follower from ever becoming a candidate, while it
-still votes and accepts entries. `check_supported()` fails loudly if a pysyncobj release renames it.
+still votes and accepts entries. pysyncobj_internals.check() fails loudly if a release renames it.
 """
 
 from __future__ import annotations
@@ -21,18 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pysyncobj import SyncObj
-from pysyncobj.monotonic import monotonic  # the clock its deadlines are on
 
 from raftpg.consensus.durable import DurableJournal
-
-_DEADLINE_FACTORY = "_SyncObj__generateRaftTimeout"
-_DEADLINE = "_SyncObj__raftElectionDeadline"
-_JOURNAL = "_SyncObj__raftLog"
-
-
-def check_supported() -> None:
-    if not callable(getattr(SyncObj, _DEADLINE_FACTORY, None)):
-        raise RuntimeError("this pysyncobj release has no election-timeout hook: cannot rejoin safely")
+from raftpg.consensus.pysyncobj_internals import ELECTION_DEADLINE, RAFT_LOG, election_clock
 
 
 class Replica(SyncObj):  # type: ignore[misc]
@@ -43,12 +34,9 @@ class Replica(SyncObj):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # Wrapped before the tick thread's first tick (it sleeps 0.1 s once the transport is ready):
         # every entry from a peer goes through the durable journal.
-        journal = getattr(self, _JOURNAL, None)
-        if journal is None or not callable(getattr(journal, "flush", None)):
-            raise RuntimeError("this pysyncobj release has no journal to make durable")
-        setattr(self, _JOURNAL, DurableJournal(journal, journal_file, dump_file))
+        setattr(self, RAFT_LOG, DurableJournal(getattr(self, RAFT_LOG), journal_file, dump_file))
 
-    def _SyncObj__generateRaftTimeout(self) -> float:
+    def _SyncObj__generateRaftTimeout(self) -> float:  # pysyncobj_internals.ELECTION_TIMEOUT_FACTORY
         if not self.stands_for_election:
             return math.inf
         timeout: float = super()._SyncObj__generateRaftTimeout()
@@ -57,4 +45,4 @@ class Replica(SyncObj):  # type: ignore[misc]
     def stand_for_election(self) -> None:
         """From now on, time out and campaign like any follower."""
         self.stands_for_election = True
-        setattr(self, _DEADLINE, monotonic() + self._SyncObj__generateRaftTimeout())
+        setattr(self, ELECTION_DEADLINE, election_clock() + self._SyncObj__generateRaftTimeout())

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pysyncobj import SyncObjConf
 
+from raftpg.consensus.pysyncobj_internals import make_conf
+
 TIMING_KEYS = (
     "raftMinTimeout",
     "raftMaxTimeout",
@@ -62,7 +64,7 @@ def validate_timings(timings: Mapping[str, float]) -> dict[str, float]:
 def build_conf(
     *, scope: str, password: str, self_addr: str, data_dir: Path, timings: Mapping[str, float]
 ) -> SyncObjConf:
-    return SyncObjConf(
+    return make_conf(
         password=derive_key(scope, password),
         # Bind exactly the configured address; pysyncobj would otherwise listen on 0.0.0.0.
         bindAddress=self_addr,

@@ -157,23 +157,52 @@ class Executor:
         await self.lease.arm_fence(pid)
 
     async def _start_as_primary(self, cluster: ClusterView) -> bool:
-        """Rule 1: start as a standby, arm the fence, then promote — PostgreSQL never accepts a write
-        before a fence guards it, and a standby's data directory gets its own timeline."""
+        """Restart our own primary in place on its own timeline (rule 1).
+
+        It starts locked — only this daemon may connect (conf.render_locked_pg_hba) — and with
+        commits blocked until its standbys are in Raft (rule 5); the fence is armed on the new
+        postmaster, the lease checked again, and only then is it opened to clients. So no client
+        reaches a primary no fence guards, even if we die half-way. No promotion means no new
+        timeline: the standbys keep streaming on the timeline they know. (The former "start as
+        standby, promote" forked a timeline each time; when this node died before its standbys
+        had fetched that timeline's history, the next promoted member forked the *same* timeline
+        ID from an earlier point, and pg_rewind, which trusts equal timeline IDs to mean equal
+        history, then read our WAL from a wrong divergence point: "record with incorrect
+        prev-link", on every retry.)
+        """
         config = self._config()
         if not self.lease.holds(boottime()):
             logger.error("not starting as primary: our lease deadline has passed")
             return False
         self.state = "starting"
-        self.sync_names = ""
-        # Bounded by primary_start_timeout: a server that cannot recover must not hold the lease.
-        await self.pg.start(standby=True, upstream=None, slot=None, parameters=self.parameters(),
-                            timeout=max(5.0, config.ttl, config.start_timeout))
-        self.upstream = None
-        self.state = "running"
-        if not await self._fence_and_promote(config):
+        self._block_commits_until_sync()
+        self.rewound = False  # from here on the data directory is a primary's: never skip pg_rewind
+        try:
+            # Bounded by primary_start_timeout: a server that cannot recover must not hold the lease.
+            await self.pg.start(standby=False, upstream=None, slot=None, parameters=self.parameters(),
+                                timeout=max(5.0, config.ttl, config.start_timeout), locked=True)
+            self.upstream = None
+            self.needs_rewind = False
+            self.state = "running"
+            await self._arm_fence()
+            fenced_in_time = self.lease.holds(boottime())
+        except (TimeoutError, PostgresError, OSError, RuntimeError):
+            # Never leave an unfenced primary behind (a start that timed out leaves it recovering).
+            await self._stop_unfenced_primary()
+            raise
+        if not fenced_in_time:
+            logger.error("stopping the primary we started: our lease deadline passed before its fence was armed")
+            await self._stop_unfenced_primary()
             return False
-        logger.info("PostgreSQL runs as primary again (restarted as a standby, fenced, promoted)")
+        await self.pg.reload(parameters=self.parameters(), timeout=config.retry_timeout)
+        logger.info("PostgreSQL runs as primary again on its own timeline (started locked, fenced, opened)")
         return True
+
+    async def _stop_unfenced_primary(self) -> None:
+        self.before_demote()
+        if self.pg.postmaster_pid() is not None:
+            await self._stop("immediate")
+        await self.lease.disarm_fence()
 
     async def _fence_and_promote(self, config: DynamicConfig) -> bool:
         """Promote the running standby: a fence guards it before it accepts a write (rule 1), it
@@ -404,6 +433,7 @@ class Executor:
                                self.settings.name)
             return False
         logger.info("pg_rewind from %s: %s", action.source, result.outcome.value)
+        self.rewind_failure = None
         self.rewound = True
         self.needs_rewind = False
         return True
@@ -541,6 +571,7 @@ class Executor:
                 if self.pg.postmaster_pid() is not None:
                     await self._stop("immediate")
                 moved = self.pg.move_data_dir_aside()
+                self.rewind_failure = None
                 logger.warning("reinitialize: moved the data directory aside to %s; re-cloning", moved)
         except (TimeoutError, PostgresError, OSError) as exc:
             logger.error("%s failed: %s", request.kind, exc)

@@ -60,6 +60,7 @@ from raftpg.postgres.status import PgStatus
 logger = logging.getLogger(__name__)
 
 POSTMASTER_WATCH_INTERVAL = 0.1
+ORPHAN_WAIT = 0.5  # seconds a cycle waits for the backends of a killed postmaster to exit
 SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 # Actions after which PostgreSQL's role, state and upstream are what they were before.
 KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
@@ -182,6 +183,8 @@ class HaLoop:
         config = self.config()
         snap = self.raft.snapshot()
         pg_status = await self.pg.status(timeout=config.retry_timeout)
+        if not pg_status.running:
+            await self.pg.wait_orphans_gone(ORPHAN_WAIT)
         control = None if pg_status.running else await self._controldata(config)
         now = boottime()
         local = self._local_view(snap, config, pg_status, control, now)
@@ -434,6 +437,7 @@ class HaLoop:
             "tags": s.tags.to_dict(),
             "version": __version__,
             "pending_restart": pg.pending_restart,
+            "needs_reinit": self._status.needs_reinit,
             "server_version": pg.server_version,
             "updated": time.time(),
         }
@@ -474,7 +478,19 @@ class HaLoop:
             quorum_standby=self.settings.name in sync.members and config.synchronous_mode == "quorum",
             updated_at=boottime(),
             last_decision=self._last_decision,
+            needs_reinit=self._needs_reinit(local, config),
         )
+
+    def _needs_reinit(self, local: LocalView, config: DynamicConfig) -> str | None:
+        """The operator's cue (decide._after_rewind_failure): a rewind that cannot succeed, where
+        re-cloning on our own is not provably safe."""
+        failure = self.executor.rewind_failure
+        if (failure is None or not failure.hopeless or local.data_dir is not DataDirState.INITIALIZED
+                or config.remove_data_directory_on_rewind_failure or config.synchronous_mode in ("on", "quorum")):
+            return None
+        return (f"pg_rewind from {failure.source} cannot succeed on this member's WAL, which may hold writes "
+                f"acknowledged asynchronously; to re-clone it: raftpg ctl reinit {self.settings.scope} "
+                f"{self.settings.name}")
 
     def invalidate_primary_status(self) -> None:
         """Called before a demotion starts: /primary must say 503 from this instant."""

@@ -52,6 +52,9 @@ class NodeStatus:
     postmaster_start_time: str | None = None
     updated_at: float = 0.0  # boottime of the cycle that produced this status
     last_decision: str = ""
+    # Set while this member cannot rejoin without an operator (pg_rewind cannot succeed on its WAL
+    # and it may not re-clone on its own): what is wrong and the command that fixes it.
+    needs_reinit: str | None = None
 
     def is_writable_primary(self, now: float) -> bool:
         """The /primary rule: a running primary whose own committed lease has not run out."""

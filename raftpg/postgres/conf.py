@@ -218,6 +218,16 @@ def render_pg_hba(superuser: Auth, replication: Auth, extra_lines: Sequence[str]
     return "\n".join(lines) + "\n"
 
 
+def render_locked_pg_hba(superuser: Auth) -> str:
+    """pg_hba.conf that lets in only the daemon over the unix socket: a primary started in place
+    runs with it until its fence is armed (DESIGN rule 1), so no client can write to a primary
+    that no fence guards yet, even if raftpg dies in between."""
+    su = _hba_name(superuser.username)
+    method = "scram-sha-256" if superuser.password else "peer"
+    return "\n".join([f"{MANAGED_MARKER}: locked until the fence guards this primary.",
+                      f"local all {su} {method}"]) + "\n"
+
+
 def slot_name_for(member: str) -> str:
     """Physical slot name of a member: lower case, anything outside [a-z0-9_] becomes '_'."""
     name = _SLOT_FORBIDDEN.sub("_", member.lower())[:_MAX_IDENTIFIER]

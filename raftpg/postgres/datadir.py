@@ -89,10 +89,10 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 
 def processes_in(data_dir: Path) -> list[int]:
-    """Live processes (other than this one) whose working directory is data_dir: the postmaster
-    and its children all chdir there, so an empty list with no live postmaster means PostgreSQL
-    is surely stopped — no orphaned backend of a killed postmaster is left that could still
-    finish a commit."""
+    """Live PostgreSQL processes (named postgres or postmaster, as the server's children all are)
+    whose working directory is data_dir: the postmaster and its children all chdir there, so an
+    empty list with no live postmaster means PostgreSQL is surely stopped — no orphaned backend
+    of a killed postmaster is left that could still finish a commit."""
     target = os.path.realpath(data_dir)
     found = []
     for entry in Path("/proc").iterdir():
@@ -102,7 +102,10 @@ def processes_in(data_dir: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if cwd == target and process_alive(int(entry.name)):
+        if cwd != target or not process_alive(int(entry.name)):
+            continue
+        cmdline = process_cmdline(int(entry.name))
+        if cmdline and ("postgres" in cmdline[0] or "postmaster" in cmdline[0]):
             found.append(int(entry.name))
     return sorted(found)
 

@@ -122,6 +122,16 @@ class PostgresInstance:
         """No live postmaster and no process of an earlier one left on the data directory."""
         return self.postmaster_pid() is None and not datadir.processes_in(self.data_dir)
 
+    async def wait_orphans_gone(self, timeout: float) -> None:
+        """With no postmaster, give the backends of a killed one (they exit on noticing its death,
+        within milliseconds) a moment, so that a crash is judged 'surely stopped' this cycle."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.postmaster_pid() is not None or not datadir.processes_in(self.data_dir):
+                return
+            await asyncio.sleep(0.02)
+
     def standby_signal_present(self) -> bool:
         return (self.data_dir / STANDBY_SIGNAL).exists()
 
@@ -224,10 +234,12 @@ class PostgresInstance:
         slot: str | None,
         parameters: Mapping[str, str],
         timeout: float,
+        locked: bool = False,
     ) -> None:
         """Write our configuration and start the server (parameters from conf.build_parameters).
 
         standby=False removes standby.signal: only the lease holder may ask for that (rule 1).
+        locked: only the daemon may connect (conf.render_locked_pg_hba) until the next reload.
         On failure raises StartFailed with the tail of the server log; a postmaster that is
         still recovering when the timeout hits is left running.
         """
@@ -241,7 +253,7 @@ class PostgresInstance:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self._wait_dead_postmaster_reaped(timeout / 2)
-        await asyncio.to_thread(self._write_config, parameters, upstream, slot)
+        await asyncio.to_thread(self._write_config, parameters, upstream, slot, locked)
         await asyncio.to_thread(self._set_standby_signal, standby)
         log_offset = self._log_size()
         wait = max(1, math.floor(deadline - loop.time()))
@@ -475,12 +487,12 @@ class PostgresInstance:
         return conf.render_pg_hba(self.settings.superuser, self.settings.replication, self.settings.pg_hba)
 
     def _write_config(
-        self, parameters: Mapping[str, str], upstream: Address | None, slot: str | None
+        self, parameters: Mapping[str, str], upstream: Address | None, slot: str | None, locked: bool = False
     ) -> None:
         conninfo = None
         if upstream is not None:
             conninfo = conf.primary_conninfo(upstream, self.settings.replication, self.member_name)
-        self._write_conf_files(parameters, conninfo, slot if upstream is not None else None)
+        self._write_conf_files(parameters, conninfo, slot if upstream is not None else None, locked)
 
     def _reconfigure(
         self, parameters: Mapping[str, str], upstream: Address | Keep | None, slot: str | Keep | None
@@ -499,11 +511,13 @@ class PostgresInstance:
         new_slot = current_slot if slot is KEEP else slot
         self._write_conf_files(parameters, conninfo, new_slot if conninfo is not None else None)
 
-    def _write_conf_files(self, parameters: Mapping[str, str], conninfo: str | None, slot: str | None) -> None:
+    def _write_conf_files(self, parameters: Mapping[str, str], conninfo: str | None, slot: str | None,
+                          locked: bool = False) -> None:
         self._adopt_base_conf()
         text = conf.render_postgresql_conf(parameters, primary_conninfo=conninfo, primary_slot_name=slot)
         self._write_file("postgresql.conf", text)
-        self._write_file("pg_hba.conf", self._pg_hba())
+        hba = conf.render_locked_pg_hba(self.settings.superuser) if locked else self._pg_hba()
+        self._write_file("pg_hba.conf", hba)
 
     def _adopt_base_conf(self) -> None:
         """Keep a postgresql.conf raftpg did not write (initdb's) as the included base file."""

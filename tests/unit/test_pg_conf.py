@@ -259,3 +259,11 @@ def test_parse_controldata() -> None:
 def test_parse_controldata_names_a_missing_field() -> None:
     with pytest.raises(ValueError, match="TimeLineID"):
         parse_controldata(CONTROLDATA.replace("Latest checkpoint's TimeLineID", "Something else"))
+
+
+@pytest.mark.parametrize(("password", "method"), [("s", "scram-sha-256"), ("", "peer")])
+def test_locked_pg_hba_lets_in_only_the_daemon(password: str, method: str) -> None:
+    """A primary started in place accepts nobody but raftpg itself until its fence is armed."""
+    lines = conf.render_locked_pg_hba(Auth("postgres", password)).splitlines()
+    assert lines[0].startswith(conf.MANAGED_MARKER)
+    assert lines[1:] == [f'local all "postgres" {method}']

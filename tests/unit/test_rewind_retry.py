@@ -1,10 +1,11 @@
-"""When a failed pg_rewind may be tried again (RewindFailure.blocks_retry)."""
+"""When a failed pg_rewind may be tried again (RewindFailure.blocks_retry), and when it never can."""
 
 from __future__ import annotations
 
 import pytest
 
 from raftpg.ha.executor import REWIND_RETRY_INTERVAL, RewindFailure
+from raftpg.postgres.instance import RewindOutcome, RewindResult
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +33,19 @@ def test_blocks_retry(unreachable: bool, holder: str | None, version: int, after
 def test_long_interval_grows_with_ttl() -> None:
     failure = RewindFailure("node2", 7, AT, source_unreachable=False)
     assert failure.blocks_retry("node2", 7, AT + REWIND_RETRY_INTERVAL + 1, loop_wait=1.0, ttl=20.0)
+
+
+@pytest.mark.parametrize(
+    ("output", "hopeless"),
+    [
+        ("pg_rewind: error: could not read WAL record at 0/4039AF8: record with incorrect prev-link 0/3000028 "
+         "at 0/4039AF8", True),
+        ("pg_rewind: error: could not find previous WAL record at 0/3000100", True),
+        ("pg_rewind: error: could not find common ancestor of the source and target cluster's timelines", True),
+        ('pg_rewind: error: connection to server at "127.0.0.1", port 5433 failed: Connection refused', False),
+        ("pg_rewind: error: source and target clusters are from different systems", False),
+    ],
+)
+def test_rewind_failing_on_our_own_wal_cannot_succeed(output: str, hopeless: bool) -> None:
+    assert RewindResult(RewindOutcome.FAILED, output).own_wal_unreadable is hopeless
+    assert not RewindResult(RewindOutcome.REWOUND, output).own_wal_unreadable

@@ -62,14 +62,18 @@ def test_kill_primary_node_fails_over_and_old_node_rejoins(healthy: LocalCluster
 
 
 def test_kill_postmaster_restarts_in_place_without_failover(healthy: LocalCluster) -> None:
+    """Asynchronous mode restarts in place, on the same timeline: the standbys keep following it
+    and nothing forks a timeline another member could fork again (issue 7.3)."""
     primary = healthy.wait_healthy(30)
     version = lease_version(healthy, primary)
+    old_timeline = timeline(healthy, primary)
     old_pid = healthy.nodes[primary].postmaster_pid()
     healthy.kill_postmaster(primary)
     wait_for(lambda: healthy.nodes[primary].postmaster_pid() not in (None, old_pid), 30,
              "PostgreSQL to be restarted in place")
     assert healthy.wait_healthy(60) == primary
     assert lease_version(healthy, primary) == version, "the lease changed hands: a failover happened"
+    assert old_timeline is not None and timeline(healthy, primary) == old_timeline, "a timeline was forked"
 
 
 def test_kill_raftpg_on_primary_fences_before_anyone_promotes(healthy: LocalCluster) -> None:

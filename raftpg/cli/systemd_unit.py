@@ -34,9 +34,10 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-# READY=1 is sent once the node has caught up with the Raft log and its HA loop runs.
+# READY=1 is sent once the node has caught up with the Raft log and its HA loop runs. It comes
+# from the Python process, a child of the single-file binary's bootloader (the main PID).
 Type=notify
-NotifyAccess=main
+NotifyAccess=all
 User={options.user}
 Group={options.user}
 ExecStart={options.binary} run -c {options.config}

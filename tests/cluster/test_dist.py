@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -126,6 +127,13 @@ def test_binary_cluster_bootstraps_and_notifies_ready(provisioned: tuple[DistClu
         assert str(host.binary).encode() in argv
     with psycopg.connect(_dsn(primary, secrets), autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    # systemd's ExecReload signals the main PID: the bootloader, which passes it on to raftpg.
+    assert primary.process is not None
+    primary.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: " in primary.log.read_text(errors="replace") or None, 60,
+             f"{primary.name} reloading on SIGHUP")
+    assert "SIGHUP: reload failed" not in primary.log.read_text(errors="replace")
+    assert primary.process.poll() is None
     rss = {h.name: rss_kib(h.process.pid) for h in cluster.hosts if h.process is not None}
     print(f"\ndist/raftpg: healthy {ready_after:.1f}s after start; idle raftpg RSS per node (KiB): {rss}")
 

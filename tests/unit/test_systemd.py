@@ -27,6 +27,8 @@ def test_unit_runs_the_daemon_as_postgres_with_notify_and_reload(capsys: pytest.
     assert main(["systemd-unit", "--binary", "/opt/raftpg", "-c", "/etc/raftpg/a.yml", "--ttl", "30"]) == 0
     service = _unit(capsys.readouterr().out)["Service"]
     assert service["Type"] == "notify"
+    # The single file's bootloader is the main PID; READY=1 comes from its Python child.
+    assert service["NotifyAccess"] == "all"
     assert service["User"] == "postgres"
     assert service["Restart"] == "on-failure"
     assert service["ExecStart"] == "/opt/raftpg run -c /etc/raftpg/a.yml"

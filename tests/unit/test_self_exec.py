@@ -1,0 +1,25 @@
+"""raftpg starts helper raftpg processes from the single file when frozen, as a module otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from raftpg.cli.self_exec import raftpg_command
+
+pytestmark = pytest.mark.unit
+
+
+def test_from_a_checkout_or_venv_it_is_this_interpreter_running_the_module() -> None:
+    argv = [*raftpg_command(), "version"]
+    assert argv[:3] == [sys.executable, "-m", "raftpg.cli.main"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith("raftpg ")
+
+
+def test_frozen_it_is_the_executable_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/usr/local/bin/raftpg")
+    assert raftpg_command() == ["/usr/local/bin/raftpg"]

@@ -356,9 +356,12 @@ class Chaos:
                         f"restarted {restart:.1f}s later", back)
 
     def postmaster_then_node(self, primary: str) -> Injected:
+        old = self.cluster.nodes[primary].postmaster_pid()
         self.cluster.kill_postmaster(primary)
         crashed = time.monotonic()
-        _, acked_at, port = self.writable(crashed)
+        self._wait(lambda: faults.postmaster_replaced(self.cluster, primary, old),
+                   f"a new postmaster on {primary} or another primary")
+        _, acked_at, port = self.writable()
         server = next((n for n, node in self.cluster.nodes.items() if node.ports.pg == port), str(port))
         delay = self.rng.uniform(0, 3.0)
         time.sleep(delay)

@@ -70,6 +70,14 @@ def power_loss(cluster: LocalCluster) -> float:
     return killed_at
 
 
+def postmaster_replaced(cluster: LocalCluster, name: str, old_pid: int | None) -> bool:
+    """After a postmaster crash on `name`: a new postmaster runs there, or another member is primary.
+    (A commit acknowledged before either can still come from a backend of the dead postmaster.)"""
+    if cluster.nodes[name].postmaster_pid() not in (None, old_pid):
+        return True
+    return cluster.primary() not in (None, name)
+
+
 def system_identifier(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()

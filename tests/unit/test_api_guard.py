@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import resource
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from raftpg.api import ApiOptions, ApiServer, start_api
 from raftpg.api.guard import REFUSAL, ConnectionLimits
+from raftpg.api.server import FD_RESERVE, fd_capacity
 from raftpg.cli.certs import write_ca, write_node_cert
 from tests.unit.api_fakes import FakeBackend, make_settings
 
@@ -92,6 +95,18 @@ def close_all(connections: list[Connection]) -> None:
         writer.close()
 
 
+def test_fd_capacity_raises_the_soft_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4 * FD_RESERVE:
+        pytest.skip(f"hard open-file limit {hard} too low to test raising the soft one")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_RESERVE + 100, hard))
+    try:
+        assert fd_capacity(FD_RESERVE) == FD_RESERVE
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 2 * FD_RESERVE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="max_connections"):
         ConnectionLimits(max_connections=0)
@@ -132,6 +147,20 @@ async def test_an_idle_keep_alive_connection_is_closed_after_serving() -> None:
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert server.guard.cut_idle == 1
         assert server.guard.cut_slow == 0
+
+
+async def test_a_slow_second_request_on_a_kept_alive_connection_is_cut_off() -> None:
+    async with serving(ConnectionLimits(head_timeout=0.3, idle_timeout=LONG)) as server:
+        reader, writer = await connect(server)
+        writer.write(b"GET /primary HTTP/1.1\r\nHost: node1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"Content-Length: (\d+)", head, re.IGNORECASE)
+        assert length is not None
+        await reader.readexactly(int(length.group(1)))
+        writer.write(SLOW_HEAD)  # the next request's head, never finished
+        assert await read_until_closed(reader) == b""
+        writer.close()
+        assert (server.guard.cut_slow, server.guard.cut_idle) == (1, 0)
 
 
 async def test_a_tls_client_that_never_handshakes_is_dropped(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import pytest
 from raftpg.cli.cluster_secrets import ClusterSecrets
 from raftpg.cli.launcher import wait_for
 from raftpg.cli.netns import NetnsUnavailable, check_available
+from raftpg.fence.client import read_record
 from tests.cluster.conftest import scratch_dir
 from tests.cluster.dist_hosts import CHECKOUT, OS_USER, PG_PORT, DistCluster, DistHost, clean_env, rss_kib
 
@@ -127,6 +128,10 @@ def test_binary_cluster_bootstraps_and_notifies_ready(provisioned: tuple[DistClu
         assert str(host.binary).encode() in argv
     with psycopg.connect(_dsn(primary, secrets), autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    # The primary's fence runs from the same installed file, as its hidden `fence` subcommand.
+    fence = wait_for(lambda: read_record(primary.raft_dir), 30, f"{primary.name}'s fence")
+    fence_argv = Path(f"/proc/{fence.pid}/cmdline").read_bytes().split(b"\0")
+    assert fence_argv[:2] == [str(primary.binary).encode(), b"fence"], fence_argv
     # systemd's ExecReload signals the main PID: the bootloader, which passes it on to raftpg.
     assert primary.process is not None
     primary.process.send_signal(signal.SIGHUP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,16 @@ from typing import Any
 CHECKPOINT_MARGIN = 60
 
 
+def default_binary() -> Path:
+    """The single file itself when this is one (`make dist`), else where pip puts the script."""
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable)
+    return Path("/usr/local/bin/raftpg")
+
+
 @dataclass(frozen=True)
 class UnitOptions:
-    binary: Path = Path("/usr/local/bin/raftpg")
+    binary: Path = field(default_factory=default_binary)
     config: Path = Path("/etc/raftpg/node.yml")
     user: str = "postgres"
     ttl: float = 10.0

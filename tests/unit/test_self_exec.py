@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from raftpg.cli.main import build_parser, main
 from raftpg.cli.self_exec import raftpg_command
 
 pytestmark = pytest.mark.unit
@@ -23,3 +24,10 @@ def test_frozen_it_is_the_executable_itself(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", "/usr/local/bin/raftpg")
     assert raftpg_command() == ["/usr/local/bin/raftpg"]
+
+
+def test_hidden_fence_subcommand_runs_the_fence_program(capsys: pytest.CaptureFixture[str]) -> None:
+    # Without its arguments the fence program (not raftpg's parser) answers with its usage.
+    assert main(["fence"]) == 2
+    assert "--postmaster-pid" in capsys.readouterr().err
+    assert "fence" not in build_parser().format_help()

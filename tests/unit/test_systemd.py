@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,10 @@ def test_notify_without_a_usable_socket_sends_nothing(value: str | None) -> None
 def test_notify_to_a_missing_socket_is_a_logged_failure(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert not sdnotify.notify("READY=1", env={"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     assert "cannot notify systemd" in caplog.text
+
+
+def test_the_single_file_puts_its_own_path_in_the_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", "/opt/bin/raftpg")
+    service = _unit(render_unit(UnitOptions()))["Service"]
+    assert service["ExecStart"] == "/opt/bin/raftpg run -c /etc/raftpg/node.yml"

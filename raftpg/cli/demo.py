@@ -39,6 +39,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return 1
     tls = bool(getattr(args, "tls", False))
     base = args.dir or Path(tempfile.mkdtemp(prefix="raftpg-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     cluster = LocalCluster(base_dir=base, ttl=args.ttl, loop_wait=1, retry_timeout=max(1.0, args.ttl / 4),
                            synchronous_mode=args.synchronous_mode, tls=tls)

@@ -14,15 +14,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about refused or cut connections (an attack must not flood the log)."""
@@ -190,6 +189,7 @@ class ConnectionGuard:
         self.cut_slow = 0
         """Connections closed for a request head that did not arrive in time."""
         self.cut_idle = 0
+        """Keep-alive connections closed after idle_timeout without a request."""
 
     @property
     def open_connections(self) -> int:

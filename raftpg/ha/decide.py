@@ -257,11 +257,16 @@ def _lease_open(cluster: ClusterView, local: LocalView) -> list[Action]:
             return [Idle(f"failover requested to {request.candidate}: leaving the race to it")]
     if local.data_dir is not DataDirState.INITIALIZED:
         return [Idle("no data directory and no leader to clone from: waiting")]
+    accept_loss = manual and request is not None and request.accept_data_loss
     if local.role is PgRole.STOPPED:
         if cluster.paused:
             return [Idle("paused: not starting PostgreSQL")]
+        sync = cluster.sync
+        if sync.members and sync.quorum > 0 and local.name not in sync.members and not accept_loss:
+            # We cannot win (candidates._sync_blocker), and a crashed primary started as a standby
+            # would report WAL no one acknowledged and hold the synchronous members back.
+            return [Idle(f"not in the synchronous set {sorted(sync.members)}: leaving the race to its members")]
         return [StartStandby("lease is free: starting PostgreSQL as a standby to learn our position", None)]
-    accept_loss = manual and request is not None and request.accept_data_loss
     blocker = race_blocker(cluster, local, manual=manual, accept_data_loss=accept_loss)
     if blocker is not None:
         return [Idle(f"not taking the lease: {blocker}")]

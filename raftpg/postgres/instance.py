@@ -381,6 +381,9 @@ class PostgresInstance:
             raise PostgresError(f"cannot rewind: postmaster {pid} is running")
         if self.data_dir_state() is not DataDirState.INITIALIZED:
             raise PostgresError(f"cannot rewind: {self.data_dir} is {self.data_dir_state().value}")
+        # Its crash recovery in single-user mode refuses to run while a killed postmaster named in
+        # postmaster.pid is an unreaped zombie ("lock file already exists").
+        await self._wait_dead_postmaster_reaped(min(5.0, timeout / 4))
         saved = await asyncio.to_thread(self._read_config_files)
         # pg_rewind may run crash recovery in single-user mode, which refuses standby mode.
         await asyncio.to_thread(self._set_standby_signal, False)

@@ -604,3 +604,27 @@ def test_rewind_cannot_succeed(the_cluster: ClusterView, the_local: LocalView, e
         assert actions[0].warning is warning
     if warning and the_local.rewind_hopeless:
         assert "raftpg ctl reinit" in actions[0].reason
+
+
+QUORUM_SYNC = SyncState("node1", frozenset({"node2", "node3"}), 1)
+
+
+@pytest.mark.parametrize(
+    ("the_cluster", "the_local", "expected"),
+    [
+        pytest.param(cluster(lease(holder=None, instance=None), synchronous_mode="quorum", sync=QUORUM_SYNC),
+                     local("node1", role=PgRole.STOPPED, was_primary=True), A.Idle,
+                     id="released-crashed-primary-leaves-race-to-sync-members"),
+        pytest.param(cluster(lease(holder=None, instance=None), synchronous_mode="quorum", sync=QUORUM_SYNC),
+                     local("node2", role=PgRole.STOPPED), A.StartStandby, id="sync-member-starts-to-race"),
+        pytest.param(cluster(lease(holder=None, instance=None), synchronous_mode="quorum"),
+                     local("node1", role=PgRole.STOPPED, was_primary=True), A.StartStandby,
+                     id="no-sync-set-anyone-races"),
+        pytest.param(cluster(lease(holder=None, instance=None), synchronous_mode="quorum", sync=QUORUM_SYNC,
+                             failover=FailoverRequest("r1", None, "node1", accept_data_loss=True)),
+                     local("node1", role=PgRole.STOPPED, was_primary=True), A.StartStandby,
+                     id="operator-accepted-data-loss"),
+    ],
+)
+def test_lease_free_outside_the_sync_set(the_cluster: ClusterView, the_local: LocalView, expected: type) -> None:
+    assert kinds(decide(the_cluster, the_local)) == [expected]

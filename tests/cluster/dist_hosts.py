@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftpg.cli.launcher import wait_for
 from raftpg.cli.netns import NetnsHosts
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -179,6 +180,27 @@ class DistCluster:
             if host.notify is not None:
                 host.notify.close()
         self.net.destroy()
+
+    def start_stopped(self) -> DistCluster:
+        for host in self.hosts:
+            if host.process is None or host.process.poll() is not None:
+                self.start(host)
+        return self
+
+    def wait_healthy(self, timeout: float) -> DistHost:
+        """One primary, every other host streaming from it; a node that exits fails at once."""
+
+        def probe() -> DistHost | None:
+            for host in self.hosts:
+                if host.process is not None and host.process.poll() is not None:
+                    raise AssertionError(f"{host.name} exited {host.process.returncode}\n{self.logs()}")
+            primaries = self.primaries()
+            if len(primaries) != 1:
+                return None
+            others = {h.name for h in self.hosts if h is not primaries[0]}
+            return primaries[0] if self.streaming(primaries[0]) >= others else None
+
+        return wait_for(probe, timeout, "one primary from dist/raftpg with two streaming replicas")
 
     def primaries(self) -> list[DistHost]:
         return [host for host in self.hosts if host.api("/primary")[0] == 200]

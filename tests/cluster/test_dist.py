@@ -74,27 +74,6 @@ def provisioned(request: pytest.FixtureRequest, dist_binary: Path) -> Iterator[t
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _running(cluster: DistCluster) -> DistCluster:
-    for host in cluster.hosts:
-        if host.process is None or host.process.poll() is not None:
-            cluster.start(host)
-    return cluster
-
-
-def _healthy(cluster: DistCluster, timeout: float = HEALTHY_TIMEOUT) -> DistHost:
-    def probe() -> DistHost | None:
-        for host in cluster.hosts:
-            if host.process is not None and host.process.poll() is not None:
-                raise AssertionError(f"{host.name} exited {host.process.returncode}\n{cluster.logs()}")
-        primaries = cluster.primaries()
-        if len(primaries) != 1:
-            return None
-        others = {h.name for h in cluster.hosts if h is not primaries[0]}
-        return primaries[0] if cluster.streaming(primaries[0]) >= others else None
-
-    return wait_for(probe, timeout, "one primary from dist/raftpg with two streaming replicas")
-
-
 def _dsn(host: DistHost, secrets: ClusterSecrets) -> str:
     return (f"host={host.address} port={PG_PORT} user={secrets.superuser.username} "
             f"password={secrets.superuser.password} dbname=postgres connect_timeout=3")
@@ -118,7 +97,7 @@ def test_provision_installs_binary_config_and_unit(provisioned: tuple[DistCluste
 def test_binary_cluster_bootstraps_and_notifies_ready(provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
     cluster, secrets = provisioned
     started = time.monotonic()
-    primary = _healthy(_running(cluster))
+    primary = cluster.start_stopped().wait_healthy(HEALTHY_TIMEOUT)
     ready_after = time.monotonic() - started
     for host in cluster.hosts:
         messages = wait_for(lambda h=host: [m for m in h.notifications() if "READY=1" in m] or None,  # type: ignore[misc]
@@ -145,7 +124,7 @@ def test_binary_cluster_bootstraps_and_notifies_ready(provisioned: tuple[DistClu
 
 def test_kill9_of_the_primary_host_fails_over_and_it_rejoins(provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
     cluster, secrets = provisioned
-    old = _healthy(_running(cluster))
+    old = cluster.start_stopped().wait_healthy(HEALTHY_TIMEOUT)
     # Quorum mode (config init's default): an acknowledged commit survives the primary's loss.
     with psycopg.connect(_dsn(old, secrets), autocommit=True) as conn:
         conn.execute("CREATE TABLE dist_smoke (v text)")

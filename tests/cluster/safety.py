@@ -5,10 +5,11 @@ connects to that node directly and records the [start, end] interval of each ack
 INSERT. Violations: an acknowledged write missing at the end; acknowledged probes on two different
 nodes whose intervals overlap (two writable primaries at once).
 
-A commit whose wait for synchronous replication was cancelled (statement_timeout here) still
-reports success, with only a WARNING: it committed locally but was never acknowledged as
-replicated. Writer and Prober watch the notices and count such commits apart ("unreplicated"):
-they are not acknowledged writes for the loss rule, nor acknowledged probes for the overlap rule.
+A commit whose wait for synchronous replication was cancelled (pg_cancel_backend, a client's cancel
+request; not statement_timeout, which PostgreSQL disables before the commit) still reports success,
+with only a WARNING: it committed locally but was never acknowledged as replicated. Writer and
+Prober watch the notices and count such commits apart ("unreplicated"): they are not acknowledged
+writes for the loss rule, nor acknowledged probes for the overlap rule.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from typing import Any
 
 from raftpg import __version__
 from raftpg.cli import ctl_actions as actions
+from raftpg.cli import ctl_rolling
 from raftpg.cli.ctl_client import ApiError, CtlError, Unreachable, UsageError
 from raftpg.cli.ctl_format import (
     HISTORY_COLUMNS,
@@ -384,6 +385,8 @@ def register(sub: Any) -> None:
         p = _verb(verbs, name, actions.cmd_pause, help_text)
         p.add_argument("--wait", action="store_true", help="wait until every member reports it")
         _wait_options(p, 30.0)
+
+    ctl_rolling.register(verbs, _verb)
 
     p = _verb(verbs, "history", cmd_history, "show the failover and switchover history")
     _format_option(p)

@@ -182,6 +182,32 @@ class LocalCluster:
                 self.issue_node_cert(node.name)
             self.write_config(node)
 
+    def add_node(self) -> Node:
+        """Configure one more loopback node for a running cluster (not started, not yet a Raft voter:
+        `raftpg ctl members add` its raft_addr first). Its partners are every node already here."""
+        if self._net is not None:
+            raise RuntimeError("add_node supports loopback clusters only")
+        name = f"node{len(self.nodes) + 1}"
+        while name in self.nodes:
+            name += "x"
+        ports = free_ports(3)
+        node_dir = self.base_dir / name
+        node_dir.mkdir(exist_ok=True)
+        self._chown(node_dir)
+        node = Node(name=name, ports=NodePorts(raft=ports[0], api=ports[1], pg=ports[2]),
+                    config_path=node_dir / "node.yml", log_path=node_dir / "raftpg.log",
+                    data_dir=node_dir / "pgdata", raft_dir=node_dir / "raft", host="127.0.0.1", tls=self.tls)
+        self.nodes[name] = node
+        self.size = len(self.nodes)
+        if self.tls:
+            self.issue_node_cert(name)
+        self.write_config(node)
+        return node
+
+    @staticmethod
+    def raft_addr(node: Node) -> str:
+        return f"{node.host}:{node.ports.raft}"
+
     # --- TLS ---------------------------------------------------------------------------------
     @property
     def ca_dir(self) -> Path:

@@ -1,0 +1,301 @@
+"""`raftpg ctl rolling-restart`: restart every member's PostgreSQL, one at a time, under pause.
+
+Order: each replica (waiting until it streams again), a switchover to the best restarted replica,
+then the old primary (a replica by then). Pause keeps the HA loops from reacting to the planned
+stops; the one switchover is the only write interruption. Interrupted (^C, lost terminal), a
+second run continues: members whose postmaster start time changed since the run began are done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from raftpg.cli.ctl_actions import wait_for
+from raftpg.cli.ctl_client import CtlError, Unreachable
+from raftpg.cli.ctl_format import dump_json, render_grid
+from raftpg.cli.ctl_model import ClusterView, MemberView
+from raftpg.cli.ctl_rolling_plan import (
+    RunState,
+    default_state_path,
+    load_state,
+    refusal,
+    save_state,
+    switchover_candidate,
+)
+from raftpg.cli.ctl_session import Session
+
+SQL_TIMEOUT = 3
+DEFAULT_MAX_LAG = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Step:
+    member: str
+    action: str
+    took: float | None  # None: skipped (already done by an interrupted run)
+
+
+class Run:
+    """One invocation: the session, the clock and the steps taken, printed as they happen."""
+
+    def __init__(self, session: Session, args: argparse.Namespace) -> None:
+        self.session = session
+        self.quiet = args.format == "json"
+        self.timeout: float = args.wait_timeout
+        self.max_lag: int = args.max_lag
+        self.began = time.monotonic()
+        self.steps: list[Step] = []
+
+    def say(self, text: str, style: str | None = None) -> None:
+        line = f"[{time.monotonic() - self.began:7.1f}s] {text}"
+        if self.quiet:
+            self.session.err.print(line, style=style or "", highlight=False)
+        else:
+            self.session.print(line, style)
+
+    def step(self, member: str, action: str, work: Callable[[], None]) -> None:
+        self.say(f"{member}: {action} ...")
+        started = time.monotonic()
+        work()
+        took = time.monotonic() - started
+        self.steps.append(Step(member, action, took))
+        self.say(f"{member}: {action} done in {took:.1f}s", "green")
+
+    def skip(self, member: str, action: str, why: str) -> None:
+        self.steps.append(Step(member, action, None))
+        self.say(f"{member}: {action} skipped ({why})", "yellow")
+
+    def wait(self, what: str, check: Callable[[], bool]) -> None:
+        """Poll until `check`; API errors count as "not yet" (members restart meanwhile)."""
+        try:
+            wait_for(self.session, what, self.timeout, check)
+        except CtlError as exc:
+            raise CtlError(f"{exc}; the cluster stays paused: fix it and run rolling-restart again "
+                           "to continue") from None
+
+
+# -- reading the members ------------------------------------------------------------------------
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace(" ", "T", 1)).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def start_time(session: Session, member: MemberView) -> float | None:
+    """The member's postmaster start time: from its /patroni, else asked of PostgreSQL itself
+    (with the superuser of -c NODE.yml). None when PostgreSQL is not up."""
+    try:
+        published = _epoch(session.member_status(member, timeout=min(3.0, session.client.timeout))
+                           .get("postmaster_start_time"))
+    except CtlError:
+        published = None
+    if published is not None or session.settings is None or member.host is None:
+        return published
+    superuser = session.settings.postgresql.superuser
+    try:
+        with psycopg.connect(host=member.host, port=member.port, user=superuser.username,
+                             password=superuser.password or None, dbname="postgres",
+                             connect_timeout=SQL_TIMEOUT, autocommit=True) as conn:
+            row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())::float8").fetchone()
+    except psycopg.Error:
+        return None
+    return float(row[0]) if row is not None and row[0] is not None else None
+
+
+def streams(session: Session, member: MemberView) -> bool:
+    return session.member_status(member, timeout=min(3.0, session.client.timeout)) \
+        .get("replication_state") == "streaming"
+
+
+def _streaming(session: Session, cluster: ClusterView) -> dict[str, bool]:
+    found = {}
+    for member in cluster.members:
+        if member.is_leader or not member.api_url:
+            continue
+        try:
+            found[member.name] = streams(session, member)
+        except CtlError:
+            found[member.name] = False
+    return found
+
+
+def _member(session: Session, name: str) -> MemberView:
+    member = session.cluster().member(name)
+    if member is None:
+        raise CtlError(f"{name} is no longer a member of the cluster")
+    return member
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def restart_member(run: Run, name: str, before: float | None) -> None:
+    """POST /restart on the member, then wait until its postmaster is a new one and it streams."""
+    session = run.session
+    member = _member(session, name)
+    try:
+        response = session.send_to(member, "POST", "restart", {}, timeout=run.timeout)
+    except Unreachable:
+        response = None  # it may still be restarting: the wait below decides
+    if response is not None and "done" not in response.message:
+        raise CtlError(f"{name}: restart not carried out: {response.message}")
+
+    def restarted() -> bool:
+        current = _member(session, name)
+        started = start_time(session, current)
+        return started is not None and started != before and not current.is_leader and streams(session, current)
+
+    run.wait(f"{name} to stream again after its restart", restarted)
+
+
+def switch_over(run: Run, old: str, candidate: str) -> None:
+    session = run.session
+    with contextlib.suppress(Unreachable):  # the answer was lost: whether it happened is read back below
+        session.send("POST", "switchover", {"leader": old, "candidate": candidate}, timeout=run.timeout)
+    run.wait(f"{candidate} to hold the primary role", lambda: _leader_name(session) == candidate)
+
+
+def _leader_name(session: Session) -> str | None:
+    leader = session.cluster().leader
+    return leader.name if leader is not None else None
+
+
+def set_pause(run: Run, pause: bool) -> None:
+    session = run.session
+    session.send("PATCH", "config", {"pause": pause})
+    members = session.cluster().members
+
+    def everyone() -> bool:
+        return all(session.member_status(m).get("pause", False) is pause for m in members)
+
+    run.wait(f"every member to report pause={str(pause).lower()}", everyone)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def _healthy_or_refuse(run: Run, resuming: bool) -> ClusterView:
+    """Refuse a new run at once; a resumed run first waits (a member may be mid-restart)."""
+    session = run.session
+
+    def reason() -> tuple[ClusterView, str | None]:
+        cluster = session.cluster()
+        return cluster, refusal(cluster, _streaming(session, cluster), run.max_lag, resuming=resuming)
+
+    cluster, why = reason()
+    if why is not None and resuming:
+        with contextlib.suppress(CtlError):
+            run.wait("the cluster to be healthy again", lambda: reason()[1] is None)
+        cluster, why = reason()
+    if why is not None:
+        raise CtlError(f"rolling restart refused: {why}")
+    return cluster
+
+
+def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | None]) -> list[list[str]]:
+    rows = []
+    for member in sorted(cluster.members, key=lambda m: (m.name == state.old_primary, m.name)):
+        if member.name == state.old_primary:
+            rows.append([member.name, "switchover to the best restarted replica", ""])
+        done = state.done(member.name, times.get(member.name))
+        rows.append([member.name, "restart PostgreSQL", "done" if done else "to do"])
+    return rows
+
+
+def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
+    run = Run(session, args)
+    first = session.cluster()
+    path = Path(args.state_file) if args.state_file else default_state_path(first.scope)
+    state = load_state(path, first.scope) if first.paused else None
+    resuming = state is not None
+    cluster = _healthy_or_refuse(run, resuming)
+    times = {m.name: start_time(session, m) for m in cluster.members}
+    unknown = [name for name, t in times.items() if t is None]
+    if unknown:
+        raise CtlError(f"rolling restart refused: cannot read the postmaster start time of {', '.join(unknown)} "
+                       "(give -c NODE.yml so ctl can ask PostgreSQL)")
+    if state is None:
+        assert cluster.leader is not None
+        state = RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None})
+    heading = f"Rolling restart of cluster {cluster.scope}" + (" (continuing an interrupted run)" if resuming else "")
+    if not run.quiet or args.dry_run:
+        session.print(render_grid(("Member", "Action", "Status"), _plan_rows(cluster, state, times), heading))
+    if args.dry_run:
+        return 0
+    session.confirm(args.force, f"Pause cluster {cluster.scope} and restart every member's PostgreSQL?")
+    save_state(path, state)
+    if not cluster.paused:
+        run.step("cluster", "pause", lambda: set_pause(run, True))
+    old = state.old_primary
+    for name in sorted(state.started):
+        if name == old:
+            continue
+        if state.done(name, times.get(name)):
+            run.skip(name, "restart PostgreSQL", "already restarted in this run")
+        else:
+            run.step(name, "restart PostgreSQL", functools.partial(restart_member, run, name, state.started[name]))
+    if _leader_name(session) == old:
+        current = session.cluster()
+        fresh = [m for m in current.members
+                 if not m.is_leader and state.done(m.name, start_time(session, m))]
+        target = switchover_candidate(ClusterView(current.scope, tuple(fresh)), old)
+        if target is None:
+            raise CtlError("no restarted replica can take over (nofailover tags?); the cluster stays paused")
+        run.step(old, f"switchover to {target.name}", lambda: switch_over(run, old, target.name))
+    else:
+        run.skip(old, "switchover", f"{_leader_name(session)} is already the primary")
+    if old in state.started:
+        if state.done(old, start_time(session, _member(session, old))):
+            run.skip(old, "restart PostgreSQL", "already restarted in this run")
+        else:
+            run.wait(f"{old} to stream from the new primary", lambda: streams(session, _member(session, old)))
+            run.step(old, "restart PostgreSQL", lambda: restart_member(run, old, state.started[old]))
+    run.step("cluster", "resume", lambda: set_pause(run, False))
+    path.unlink(missing_ok=True)
+    _summary(run, args.format)
+    return 0
+
+
+def _summary(run: Run, fmt: str) -> None:
+    total = time.monotonic() - run.began
+    if fmt == "json":
+        run.session.print(dump_json({
+            "total_seconds": round(total, 3),
+            "steps": [{"member": s.member, "action": s.action,
+                       "took_seconds": None if s.took is None else round(s.took, 3)} for s in run.steps],
+        }))
+        return
+    rows = [[s.member, s.action, "skipped" if s.took is None else f"{s.took:.1f}s"] for s in run.steps]
+    run.session.print(render_grid(("Member", "Action", "Took"), rows, f"Rolling restart done in {total:.1f}s"))
+
+
+def register(verbs: Any, verb: Callable[[Any, str, Any, str], argparse.ArgumentParser]) -> None:
+    p = verb(verbs, "rolling-restart", cmd_rolling_restart,
+             "restart every member's PostgreSQL in turn under pause, with one switchover")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("-f", "--format", choices=("pretty", "json"), default="pretty",
+                   help="pretty (progress and a table) or json (progress on stderr, summary on stdout)")
+    p.add_argument("--max-lag", type=int, default=DEFAULT_MAX_LAG, metavar="BYTES",
+                   help=f"refuse to start while a replica lags more than this (default {DEFAULT_MAX_LAG})")
+    p.add_argument("--state-file", metavar="FILE",
+                   help="where an interrupted run is remembered (default ~/.local/state/raftpg/)")
+    p.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS",
+                   help="how long each step may take (default 180)")

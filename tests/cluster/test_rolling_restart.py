@@ -1,0 +1,167 @@
+"""`raftpg ctl rolling-restart` on a real 3-node cluster with a writer running: every member's
+PostgreSQL restarted once, one switchover, nothing lost, never two writable primaries, resumed at
+the end; an interrupted run continues without restarting members again; refusal when unhealthy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from raftpg.cli.launcher import LocalCluster, wait_for
+from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
+from tests.cluster.safety import SafetyChecker
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+CTL_TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2)
+
+
+@pytest.fixture()
+def state_file(tmp_path: Path) -> Path:
+    return tmp_path / "rolling.json"
+
+
+def ctl_argv(cluster: LocalCluster, state_file: Path, *args: str) -> list[str]:
+    via = next(n for n, node in cluster.nodes.items() if node.raftpg_pid() is not None)
+    return [sys.executable, "-m", "raftpg.cli.main", "ctl", "-c", str(cluster.nodes[via].config_path),
+            "rolling-restart", "--force", "--state-file", str(state_file), *args]
+
+
+def ctl_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
+    env["COLUMNS"] = "200"
+    return env
+
+
+def rolling(cluster: LocalCluster, state_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(ctl_argv(cluster, state_file, *args), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=CTL_TIMEOUT, env=ctl_env(), check=False)
+
+
+def start_times(cluster: LocalCluster) -> dict[str, float]:
+    found = {}
+    for name in cluster.nodes:
+        with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+            row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())::float8").fetchone()
+        assert row is not None
+        found[name] = float(row[0])
+    return found
+
+
+def switchovers(cluster: LocalCluster, name: str) -> int:
+    status, body = cluster.api_get(name, "/history")
+    assert status == 200 and isinstance(body, list)
+    return len(body)
+
+
+def paused(cluster: LocalCluster, name: str) -> bool:
+    status, body = cluster.api_get(name, "/cluster")
+    return status == 200 and isinstance(body, dict) and bool(body.get("pause"))
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_refused_when_a_member_is_down(cluster: LocalCluster, state_file: Path) -> None:
+    primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    replica = sorted(n for n in cluster.nodes if n != primary)[0]
+    assert cluster.stop_node(replica) == 0
+    try:
+        result = rolling(cluster, state_file)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "rolling restart refused" in result.stderr and replica in result.stderr
+        assert not paused(cluster, primary)
+    finally:
+        cluster.start_node(replica)
+    cluster.wait_healthy(HEALTHY_TIMEOUT)
+
+
+def test_dry_run_changes_nothing(cluster: LocalCluster, state_file: Path) -> None:
+    primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    before = start_times(cluster)
+    result = rolling(cluster, state_file, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "switchover" in result.stdout and all(name in result.stdout for name in cluster.nodes)
+    assert start_times(cluster) == before and not paused(cluster, primary) and not state_file.exists()
+
+
+def test_rolling_restart_with_a_writer(cluster: LocalCluster, state_file: Path) -> None:
+    primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    before = start_times(cluster)
+    history = switchovers(cluster, primary)
+    with SafetyChecker(cluster) as checker:
+        wait_for(lambda: len(checker.writer.acked) > 50 or None, 30, "the writer to get going")
+        began = time.monotonic()
+        doc = summary(rolling(cluster, state_file, "--format", "json"))
+        new_primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+        gap = checker.writer.max_gap(began)
+        checker.verify()
+    after = start_times(cluster)
+    assert all(after[name] != before[name] for name in cluster.nodes), (before, after)
+    assert new_primary != primary
+    assert switchovers(cluster, new_primary) == history + 1
+    assert not paused(cluster, new_primary) and not state_file.exists()
+    print(f"\nrolling restart: total {doc['total_seconds']:.1f}s, longest write gap {gap:.2f}s, "
+          f"{len(checker.writer.acked)} acknowledged writes, 0 lost; steps {doc['steps']}")
+
+
+def test_interrupted_run_continues(cluster: LocalCluster, state_file: Path) -> None:
+    primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    before = start_times(cluster)
+    process = subprocess.Popen(ctl_argv(cluster, state_file), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=ctl_env())
+    try:
+        def first_done() -> set[str] | None:
+            now = start_times_quiet(cluster)
+            changed = {n for n, t in now.items() if t is not None and t != before[n]}
+            return changed or None
+
+        done = wait_for(first_done, 120, "a first member restarted by the rolling restart")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    assert paused(cluster, primary) and state_file.exists()
+    cluster.wait_healthy(HEALTHY_TIMEOUT)
+    at_kill = start_times(cluster)
+    result = rolling(cluster, state_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "continuing an interrupted run" in result.stdout
+    new_primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    after = start_times(cluster)
+    for name in done:
+        assert after[name] == at_kill[name], f"{name} was restarted again by the resumed run"
+    assert all(after[name] != before[name] for name in cluster.nodes), (before, after)
+    assert new_primary != primary and not paused(cluster, new_primary)
+
+
+def start_times_quiet(cluster: LocalCluster) -> dict[str, float | None]:
+    """Start times, None for a member whose PostgreSQL does not answer right now."""
+    found: dict[str, float | None] = {}
+    for name in cluster.nodes:
+        try:
+            with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
+                row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())::float8").fetchone()
+            found[name] = float(row[0]) if row else None
+        except psycopg.Error:
+            found[name] = None
+    return found

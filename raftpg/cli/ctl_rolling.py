@@ -192,18 +192,15 @@ def set_pause(run: Run, pause: bool) -> None:
 
 
 def _healthy_or_refuse(run: Run, resuming: bool) -> ClusterView:
-    """Refuse a new run at once; a resumed run first waits (a member may be mid-restart)."""
+    """A new run is refused at once unless the cluster is healthy. A continued run only needs a
+    primary (waited for): members it stopped on purpose (the old primary after the switchover,
+    which stays down while paused) are what it is there to finish."""
     session = run.session
-
-    def reason() -> tuple[ClusterView, str | None]:
-        cluster = session.cluster()
-        return cluster, refusal(cluster, _streaming(session, cluster), run.max_lag, resuming=resuming)
-
-    cluster, why = reason()
-    if why is not None and resuming:
-        with contextlib.suppress(CtlError):
-            run.wait("the cluster to be healthy again", lambda: reason()[1] is None)
-        cluster, why = reason()
+    if resuming:
+        run.wait("a primary", lambda: session.cluster().leader is not None)
+        return session.cluster()
+    cluster = session.cluster()
+    why = refusal(cluster, _streaming(session, cluster), run.max_lag)
     if why is not None:
         raise CtlError(f"rolling restart refused: {why}")
     return cluster
@@ -211,29 +208,63 @@ def _healthy_or_refuse(run: Run, resuming: bool) -> ClusterView:
 
 def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | None]) -> list[list[str]]:
     rows = []
-    for member in sorted(cluster.members, key=lambda m: (m.name == state.old_primary, m.name)):
-        if member.name == state.old_primary:
-            rows.append([member.name, "switchover to the best restarted replica", ""])
-        done = state.done(member.name, times.get(member.name))
-        rows.append([member.name, "restart PostgreSQL", "done" if done else "to do"])
+    for name in sorted(state.started, key=lambda n: (n == state.old_primary, n)):
+        done = "done" if state.done(name, times.get(name)) else "to do"
+        if name == state.old_primary:
+            leader = cluster.leader
+            moved = leader is not None and leader.name != name
+            rows.append([name, "switchover to the best restarted replica", "done" if moved else "to do"])
+            rows.append([name, "resume; PostgreSQL starts again as a replica", done])
+        else:
+            rows.append([name, "restart PostgreSQL", done])
     return rows
+
+
+def _new_state(session: Session, cluster: ClusterView) -> RunState:
+    times = {m.name: start_time(session, m) for m in cluster.members}
+    unknown = sorted(name for name, t in times.items() if t is None)
+    if unknown:
+        raise CtlError(f"rolling restart refused: cannot read the postmaster start time of {', '.join(unknown)} "
+                       "(give -c NODE.yml so ctl can ask PostgreSQL)")
+    assert cluster.leader is not None
+    return RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None})
+
+
+def _switchover_step(run: Run, state: RunState) -> None:
+    session = run.session
+    old = state.old_primary
+    current = session.cluster()
+    fresh = [m for m in current.members if not m.is_leader and state.done(m.name, start_time(session, m))]
+    target = switchover_candidate(ClusterView(current.scope, tuple(fresh)), old)
+    if target is None:
+        raise CtlError("no restarted replica can take over (nofailover tags?); the cluster stays paused")
+    run.step(old, f"switchover to {target.name}", functools.partial(switch_over, run, old, target.name))
+
+
+def _old_primary_step(run: Run, state: RunState) -> None:
+    """Stopped by the switchover, the old primary starts as a replica once resumed (a new
+    postmaster); one that kept running (a failover meanwhile) is restarted like the others."""
+    session = run.session
+    old = state.old_primary
+
+    def rejoined() -> None:
+        run.wait(f"{old} to stream from the new primary", lambda: streams(session, _member(session, old)))
+        if not state.done(old, start_time(session, _member(session, old))):
+            restart_member(run, old, state.started[old])
+
+    run.step(old, "start again as a replica", rejoined)
 
 
 def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
     run = Run(session, args)
     first = session.cluster()
     path = Path(args.state_file) if args.state_file else default_state_path(first.scope)
-    state = load_state(path, first.scope) if first.paused else None
+    state = load_state(path, first.scope)
     resuming = state is not None
     cluster = _healthy_or_refuse(run, resuming)
-    times = {m.name: start_time(session, m) for m in cluster.members}
-    unknown = [name for name, t in times.items() if t is None]
-    if unknown:
-        raise CtlError(f"rolling restart refused: cannot read the postmaster start time of {', '.join(unknown)} "
-                       "(give -c NODE.yml so ctl can ask PostgreSQL)")
     if state is None:
-        assert cluster.leader is not None
-        state = RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None})
+        state = _new_state(session, cluster)
+    times = {m.name: start_time(session, m) for m in cluster.members}
     heading = f"Rolling restart of cluster {cluster.scope}" + (" (continuing an interrupted run)" if resuming else "")
     if not run.quiet or args.dry_run:
         session.print(render_grid(("Member", "Action", "Status"), _plan_rows(cluster, state, times), heading))
@@ -241,33 +272,29 @@ def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
         return 0
     session.confirm(args.force, f"Pause cluster {cluster.scope} and restart every member's PostgreSQL?")
     save_state(path, state)
-    if not cluster.paused:
-        run.step("cluster", "pause", lambda: set_pause(run, True))
     old = state.old_primary
-    for name in sorted(state.started):
-        if name == old:
-            continue
+    replicas = [n for n in sorted(state.started) if n != old]
+    switched = _leader_name(session) != old
+    to_do = not switched or any(not state.done(n, times.get(n)) for n in replicas)
+    if to_do and not session.cluster().paused:
+        run.step("cluster", "pause", functools.partial(set_pause, run, True))
+    for name in replicas:
         if state.done(name, times.get(name)):
             run.skip(name, "restart PostgreSQL", "already restarted in this run")
+        elif _member(session, name).is_leader:
+            raise CtlError(f"{name} became the primary meanwhile (a failover?); the cluster stays paused")
         else:
             run.step(name, "restart PostgreSQL", functools.partial(restart_member, run, name, state.started[name]))
-    if _leader_name(session) == old:
-        current = session.cluster()
-        fresh = [m for m in current.members
-                 if not m.is_leader and state.done(m.name, start_time(session, m))]
-        target = switchover_candidate(ClusterView(current.scope, tuple(fresh)), old)
-        if target is None:
-            raise CtlError("no restarted replica can take over (nofailover tags?); the cluster stays paused")
-        run.step(old, f"switchover to {target.name}", lambda: switch_over(run, old, target.name))
-    else:
+    if switched:
         run.skip(old, "switchover", f"{_leader_name(session)} is already the primary")
-    if old in state.started:
-        if state.done(old, start_time(session, _member(session, old))):
-            run.skip(old, "restart PostgreSQL", "already restarted in this run")
-        else:
-            run.wait(f"{old} to stream from the new primary", lambda: streams(session, _member(session, old)))
-            run.step(old, "restart PostgreSQL", lambda: restart_member(run, old, state.started[old]))
-    run.step("cluster", "resume", lambda: set_pause(run, False))
+    else:
+        _switchover_step(run, state)
+    if session.cluster().paused:
+        run.step("cluster", "resume", functools.partial(set_pause, run, False))
+    if state.done(old, start_time(session, _member(session, old))):
+        run.skip(old, "start again as a replica", "already restarted in this run")
+    else:
+        _old_primary_step(run, state)
     path.unlink(missing_ok=True)
     _summary(run, args.format)
     return 0

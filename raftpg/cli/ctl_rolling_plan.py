@@ -90,14 +90,14 @@ def _lag(member: MemberView) -> int | None:
     return lag if isinstance(lag, int) else None
 
 
-def refusal(cluster: ClusterView, streaming: Mapping[str, bool], max_lag: int, *, resuming: bool) -> str | None:
-    """Why the cluster is not healthy enough to start (or continue) a rolling restart; None if it is.
+def refusal(cluster: ClusterView, streaming: Mapping[str, bool], max_lag: int) -> str | None:
+    """Why the cluster is not healthy enough to start a rolling restart; None if it is.
 
     `streaming` says, per replica, whether its /patroni reports replication_state streaming."""
     leader = cluster.leader
     if leader is None:
         return f"cluster {cluster.scope} has no primary"
-    if cluster.paused and not resuming:
+    if cluster.paused:
         return (f"cluster {cluster.scope} is already paused (maintenance by someone else?); "
                 "resume it first with `raftpg ctl resume`")
     if cluster.scheduled_switchover is not None:

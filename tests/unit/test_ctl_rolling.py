@@ -24,22 +24,18 @@ STREAMING = {"b": True, "c": True}
 
 
 def test_a_healthy_cluster_is_accepted() -> None:
-    assert refusal(cluster(*HEALTHY), STREAMING, 100, resuming=False) is None
+    assert refusal(cluster(*HEALTHY), STREAMING, 100) is None
 
 
 def test_refusals_name_the_reason() -> None:
-    assert "no primary" in (refusal(cluster(member("b"), member("c")), STREAMING, 100, resuming=False) or "")
-    assert "not streaming" in (refusal(cluster(*HEALTHY), {"b": True, "c": False}, 100, resuming=False) or "")
+    assert "no primary" in (refusal(cluster(member("b"), member("c")), STREAMING, 100) or "")
+    assert "not streaming" in (refusal(cluster(*HEALTHY), {"b": True, "c": False}, 100) or "")
     lagging = cluster(member("a", "leader"), member("b", lag=500), member("c"))
-    assert "lags 500 bytes" in (refusal(lagging, STREAMING, 100, resuming=False) or "")
+    assert "lags 500 bytes" in (refusal(lagging, STREAMING, 100) or "")
     unknown = cluster(member("a", "leader"), member("b", lag="unknown"), member("c"))
-    assert "unknown" in (refusal(unknown, STREAMING, 100, resuming=False) or "")
-    assert "scheduled" in (refusal(cluster(*HEALTHY, scheduled=True), STREAMING, 100, resuming=False) or "")
-    assert "already paused" in (refusal(cluster(*HEALTHY, paused=True), STREAMING, 100, resuming=False) or "")
-
-
-def test_a_resumed_run_accepts_its_own_pause() -> None:
-    assert refusal(cluster(*HEALTHY, paused=True), STREAMING, 100, resuming=True) is None
+    assert "unknown" in (refusal(unknown, STREAMING, 100) or "")
+    assert "scheduled" in (refusal(cluster(*HEALTHY, scheduled=True), STREAMING, 100) or "")
+    assert "already paused" in (refusal(cluster(*HEALTHY, paused=True), STREAMING, 100) or "")
 
 
 def test_candidate_prefers_a_synchronous_standby_then_the_least_lag() -> None:

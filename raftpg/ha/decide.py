@@ -55,6 +55,11 @@ def decide(cluster: ClusterView, local: LocalView) -> list[Action]:
                 warning=True,
             )
         ]
+    if local.rewind_interrupted and local.role is PgRole.STOPPED and not cluster.paused:
+        # pg_rewind had begun overwriting it with the source's files: PostgreSQL documents such a
+        # directory as unusable, in every mode. Moved aside, nothing of it is lost.
+        return [MoveDataAside("an interrupted pg_rewind left the data directory unusable: moving it aside "
+                              "to re-clone")]
     lease = cluster.lease
     if local.holds_lease(lease):
         return _as_holder(cluster, local)

@@ -338,6 +338,7 @@ class HaLoop:
             pg_down_since=self._pg_down_since,
             rewind_failed=self._rewind_failed(snap, now, config),
             rewind_hopeless=self.executor.rewind_failure is not None and self.executor.rewind_failure.hopeless,
+            rewind_interrupted=self.pg.rewind_interrupted(),
             bootstrap_failed=self.executor.bootstrap_failed,
             postgres_sync=parse_standby_names(pg.synchronous_standby_names) if primary else ASYNC,
             standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication

@@ -185,6 +185,7 @@ class LocalView:
     sync_switch_lsn: int | None = None  # where PostgreSQL last changed synchronous_standby_names
     sync_waiting_since: float | None = None  # boottime since which no synchronous candidate (sync.sync_wait_since)
     rewind_hopeless: bool = False  # pg_rewind failed on our own WAL: retrying cannot help
+    rewind_interrupted: bool = False  # a pg_rewind began changing the data directory and never finished
     needs_rewind: bool = False  # our standby could not start or stream: rewind if the timeline differs
     standby_stuck: bool = False  # standby (running or still recovering) that has not streamed for longer than ttl
     standby_mode: bool = False  # standby.signal is there: a postmaster we cannot query yet is a recovering standby

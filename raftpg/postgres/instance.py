@@ -68,6 +68,7 @@ class RewindOutcome(enum.Enum):
 class RewindResult:
     outcome: RewindOutcome
     output: str
+    timed_out: bool = False  # killed by our timeout, maybe half-way through
 
     @property
     def ok(self) -> bool:
@@ -78,6 +79,13 @@ class RewindResult:
         """It failed before comparing anything: it could not connect to the source server."""
         failed_to_connect = re.search(r"connection to server .* failed", self.output) is not None
         return self.outcome is RewindOutcome.FAILED and failed_to_connect
+
+    @property
+    def changed_target_half_way(self) -> bool:
+        """It failed (or timed out) after it had begun rewriting the target: pg_rewind announces
+        the common checkpoint it rewinds from just before it changes anything."""
+        return self.outcome is RewindOutcome.FAILED and (
+            self.timed_out or "rewinding from last common checkpoint" in self.output)
 
     @property
     def own_wal_unreadable(self) -> bool:
@@ -118,6 +126,16 @@ class PostgresInstance:
     def postmaster_pid(self) -> int | None:
         return datadir.postmaster_pid(self.data_dir)
 
+    @property
+    def rewind_marker(self) -> Path:
+        """Next to the data directory (pg_rewind deletes files in it that the source lacks)."""
+        return self.data_dir.with_name(f"{self.data_dir.name}.rewinding")
+
+    def rewind_interrupted(self) -> bool:
+        """pg_rewind began changing the data directory and did not finish (killed, or failed while
+        copying): PostgreSQL documents such a directory as unusable; only a new clone helps."""
+        return self.rewind_marker.exists()
+
     def surely_stopped(self) -> bool:
         """No live postmaster and no process of an earlier one left on the data directory."""
         return self.postmaster_pid() is None and not datadir.processes_in(self.data_dir)
@@ -142,7 +160,9 @@ class PostgresInstance:
             raise PostgresError(f"refusing to move {self.data_dir} aside: postmaster {pid} runs on it")
         if self.data_dir_state() is DataDirState.MISSING:
             raise PostgresError(f"cannot move {self.data_dir} aside: it does not exist")
-        return datadir.move_aside(self.data_dir)
+        moved = datadir.move_aside(self.data_dir)
+        self.rewind_marker.unlink(missing_ok=True)
+        return moved
 
     async def controldata(self, timeout: float) -> ControlData:
         return await read_controldata(self.settings.bin_dir, self.data_dir, timeout)
@@ -400,6 +420,7 @@ class PostgresInstance:
         )
         argv = [self._bin("pg_rewind"), "--target-pgdata", str(self.data_dir), "--source-server", conninfo]
         env = command_env(c_locale=True, password=su.password or None)
+        await asyncio.to_thread(self.rewind_marker.touch, 0o600)
         try:
             result = await run_command(argv, timeout=timeout, env=env, check=False)
             if result.returncode != 0:
@@ -409,10 +430,12 @@ class PostgresInstance:
             else:
                 outcome = RewindResult(RewindOutcome.REWOUND, result.output)
         except CommandTimeout as exc:
-            outcome = RewindResult(RewindOutcome.FAILED, str(exc))
+            outcome = RewindResult(RewindOutcome.FAILED, str(exc), timed_out=True)
         finally:
             await asyncio.to_thread(self._restore_config_files, saved)
             await asyncio.to_thread(self._set_standby_signal, True)
+        if not outcome.changed_target_half_way:
+            self.rewind_marker.unlink(missing_ok=True)
         log = logger.info if outcome.ok else logger.error
         log("pg_rewind from %s: %s\n%s", source, outcome.outcome.value, outcome.output[-2000:])
         return outcome

@@ -628,3 +628,20 @@ QUORUM_SYNC = SyncState("node1", frozenset({"node2", "node3"}), 1)
 )
 def test_lease_free_outside_the_sync_set(the_cluster: ClusterView, the_local: LocalView, expected: type) -> None:
     assert kinds(decide(the_cluster, the_local)) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("the_cluster", "the_local", "expected"),
+    [
+        pytest.param(cluster(), local(role=PgRole.STOPPED, rewind_interrupted=True), A.MoveDataAside,
+                     id="interrupted-rewind-reclones-async"),
+        pytest.param(cluster(synchronous_mode="quorum"), local(role=PgRole.STOPPED, rewind_interrupted=True),
+                     A.MoveDataAside, id="interrupted-rewind-reclones-quorum"),
+        pytest.param(cluster(pause=True), local(role=PgRole.STOPPED, rewind_interrupted=True), A.Idle,
+                     id="interrupted-rewind-paused-waits"),
+        pytest.param(cluster(), local(role=PgRole.REPLICA, rewind_interrupted=True), A.Idle,
+                     id="running-postgres-is-never-moved"),
+    ],
+)
+def test_interrupted_rewind(the_cluster: ClusterView, the_local: LocalView, expected: type) -> None:
+    assert type(decide(the_cluster, the_local)[-1]) is expected

@@ -49,3 +49,19 @@ def test_long_interval_grows_with_ttl() -> None:
 def test_rewind_failing_on_our_own_wal_cannot_succeed(output: str, hopeless: bool) -> None:
     assert RewindResult(RewindOutcome.FAILED, output).own_wal_unreadable is hopeless
     assert not RewindResult(RewindOutcome.REWOUND, output).own_wal_unreadable
+
+
+@pytest.mark.parametrize(
+    ("result", "changed"),
+    [
+        (RewindResult(RewindOutcome.FAILED, "pg_rewind: servers diverged at WAL location 0/3000060 on timeline 1\n"
+                      "pg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\n"
+                      "pg_rewind: error: could not fetch remote file \"global/pg_control\""), True),
+        (RewindResult(RewindOutcome.FAILED, "timed out after 60 s", timed_out=True), True),
+        (RewindResult(RewindOutcome.FAILED, "pg_rewind: error: could not read WAL record at 0/4039AF8"), False),
+        (RewindResult(RewindOutcome.REWOUND, "pg_rewind: rewinding from last common checkpoint ... Done!"), False),
+    ],
+)
+def test_a_rewind_that_began_changing_the_target_and_failed_leaves_it_unusable(result: RewindResult,
+                                                                               changed: bool) -> None:
+    assert result.changed_target_half_way is changed

@@ -193,13 +193,17 @@ def _git_head() -> str:
     return done.stdout.strip()
 
 
-def write_report(results: Sequence[tuple[Scenario, Mapping[str, Any]]], failed: Sequence[str], out: Path) -> None:
-    date = datetime.now(UTC).strftime("%Y-%m-%d")
-    text = [f"# raftpg and Patroni + etcd side by side ({date}, main at {_git_head()})", "",
+def write_report(results: Sequence[tuple[Scenario, Mapping[str, Any]]], failed: Sequence[str], out: Path,
+                 commit: str) -> None:
+    date = min((str(r.get("started_at", "")) for _, r in results), default="")[:10] or \
+        datetime.now(UTC).strftime("%Y-%m-%d")
+    text = [f"# raftpg and Patroni + etcd side by side ({date}, main at {commit})", "",
             "`python3 -m benchmarks.side_by_side`: /work/shared/bench/failover_bench.py through each side's "
             "adapter, one after the other on the same machine (PostgreSQL 15, a writer doing ~100 INSERT/s "
             "through a multi-host `target_session_attrs=read-write` conninfo). Raw results: "
-            + ", ".join(f"`{result_path(s).name}`" for s, _ in results) + ".", "", table(results), ""]
+            + ", ".join(f"`{result_path(s).name}`" for s, _ in results) + ".", "", table(results), "",
+            "Memory and CPU count the manager processes each adapter lists (`pids`), PostgreSQL left out; "
+            "the adapter decides whether raftpg's fence is among them.", ""]
     if failed:
         text += [f"Did not complete: {', '.join(failed)}.", ""]
     out.write_text("\n".join(text))
@@ -215,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bench", type=Path, default=SHARED_BENCH / "failover_bench.py")
     parser.add_argument("--out", type=Path, default=RESULTS / "side-by-side.md")
     parser.add_argument("--table-only", action="store_true", help="rebuild the table from existing JSONs")
+    parser.add_argument("--commit", default=None, help="with --table-only: the commit the runs measured")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     rounds = Rounds(args.switchovers, args.failovers, args.idle_seconds, args.rest_seconds)
@@ -226,9 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(shlex.join(bench_command(scenario, rounds, args.bench)))
             print(shlex.join(stop_command(scenario)))
         return 0
+    commit = _git_head()
     failed = [] if args.table_only else [s.label for s in scenarios if not run_scenario(s, rounds, args.bench)]
     results = [(s, json.loads(result_path(s).read_text())) for s in scenarios if result_path(s).exists()]
-    write_report(results, failed, args.out)
+    write_report(results, failed, args.out, args.commit or commit)
     print(args.out.read_text())
     return 1 if failed else 0
 

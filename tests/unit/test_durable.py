@@ -69,6 +69,16 @@ def test_each_change_is_flushed_before_it_returns(journal: tuple[DurableJournal,
     assert events == ["add", "flush", "add", "flush", "deleteEntriesFrom", "flush", "clear", "flush"]
 
 
+def test_deleting_past_the_end_changes_nothing_and_syncs_nothing(journal: tuple[DurableJournal, list[str]]) -> None:
+    """pysyncobj's followers delete from the next index before every append: no sync for that."""
+    wrapped, events = journal
+    wrapped.add(b"a", 1, 1)
+    wrapped.deleteEntriesFrom(1)
+    wrapped.deleteEntriesFrom(5)
+    assert events == ["add", "flush"]
+    assert len(wrapped) == 1
+
+
 def test_compaction_syncs_the_dump_and_its_rename_before_dropping_entries(
         journal: tuple[DurableJournal, list[str]], tmp_path: Path) -> None:
     wrapped, events = journal

@@ -1,0 +1,207 @@
+"""Memory and CPU per process of a 3-node cluster, idle and under pgbench (issue 10.1).
+
+For each node: raftpg, its fence (the primary's only) and PostgreSQL (the postmaster and all its
+children, summed). RSS and PSS come from /proc/PID/smaps_rollup at the end of each window (PSS
+splits shared pages among the processes that map them, so it is what a process really costs);
+CPU is utime + stime over the window, in % of one core.
+
+Usage: python3 benchmarks/footprint.py [--quick] [--ttl 5] [--loop-wait 1] [--label NAME]
+Writes benchmarks/results/footprint-<label>.json (or --output PATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from raftpg.cli.launcher import LocalCluster, Node
+from raftpg.fence.kill import children_of, process_alive
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+_PGBENCH_CLIENTS = 4
+
+
+@dataclass(frozen=True)
+class Window:
+    """How long each phase settles before measuring, and how long it measures."""
+
+    settle: float
+    measure: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One kind of process on one node; several processes (PostgreSQL's) are summed."""
+
+    processes: int
+    rss_mib: float
+    pss_mib: float
+    cpu_percent: float
+
+
+def _rollup(pid: int) -> tuple[float, float] | None:
+    """(RSS, PSS) in MiB, or None if the process is gone."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss"):
+                    fields[name] = int(rest.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+
+
+def _fence_pid(node: Node) -> int | None:
+    try:
+        pid = int(json.loads((node.raft_dir / "fence.pid").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if process_alive(pid) else None
+
+
+def _processes(node: Node) -> dict[str, list[int]]:
+    raftpg = node.raftpg_pid()
+    fence = _fence_pid(node)
+    postmaster = node.postmaster_pid()
+    return {
+        "raftpg": [raftpg] if raftpg else [],
+        "fence": [fence] if fence else [],
+        "postgres": [postmaster, *children_of(postmaster)] if postmaster else [],
+    }
+
+
+def _measure(cluster: LocalCluster, seconds: float) -> dict[str, dict[str, Usage]]:
+    """CPU over `seconds`, memory at the end, per node and kind of process."""
+    start = {
+        name: {kind: {pid: _cpu_ticks(pid) for pid in pids} for kind, pids in _processes(node).items()}
+        for name, node in cluster.nodes.items()
+    }
+    began = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - began
+    result: dict[str, dict[str, Usage]] = {}
+    for name, node in cluster.nodes.items():
+        result[name] = {}
+        for kind, pids in _processes(node).items():
+            rss = pss = 0.0
+            ticks = 0
+            counted = 0
+            for pid in pids:
+                memory = _rollup(pid)
+                now = _cpu_ticks(pid)
+                if memory is None or now is None:
+                    continue
+                counted += 1
+                rss += memory[0]
+                pss += memory[1]
+                before = start[name][kind].get(pid)
+                # A process born during the window (a pgbench backend) counts from its start.
+                ticks += now - (before if before is not None else 0)
+            result[name][kind] = Usage(counted, round(rss, 1), round(pss, 1), round(100 * ticks / _TICKS / elapsed, 2))
+    return result
+
+
+def _pgbench(cluster: LocalCluster, primary: str, args: Iterable[str]) -> subprocess.Popen[bytes]:
+    node = cluster.nodes[primary]
+    env = {**os.environ, "PGPASSWORD": "postgres-secret"}
+    argv = ["pgbench", "-h", node.host, "-p", str(node.ports.pg), "-U", "postgres", *args, "postgres"]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _print(phase: str, usage: Mapping[str, Mapping[str, Usage]], primary: str) -> None:
+    print(f"\n{phase}: RSS / PSS MiB, CPU % of a core (primary {primary})")
+    print(f"{'node':<7} {'process':<9} {'n':>3} {'RSS':>7} {'PSS':>7} {'CPU%':>6}")
+    for name, kinds in usage.items():
+        for kind, u in kinds.items():
+            if u.processes:
+                print(f"{name:<7} {kind:<9} {u.processes:>3} {u.rss_mib:>7.1f} {u.pss_mib:>7.1f} {u.cpu_percent:>6.2f}")
+
+
+def run(*, quick: bool, ttl: float, loop_wait: float, output: Path) -> dict[str, object]:
+    window = Window(settle=5, measure=15) if quick else Window(settle=20, measure=60)
+    base = Path(tempfile.mkdtemp(prefix="raftpg-footprint-"))
+    base.chmod(0o777)
+    cluster = LocalCluster(base_dir=base, ttl=ttl, loop_wait=loop_wait, retry_timeout=max(1.0, ttl / 4))
+    cluster.start()
+    pgbench: subprocess.Popen[bytes] | None = None
+    try:
+        primary = cluster.wait_healthy(120)
+        time.sleep(window.settle)
+        idle = _measure(cluster, window.measure)
+        _print("idle", idle, primary)
+        init = _pgbench(cluster, primary, ["-i", "-s", "1", "-q"])
+        if init.wait(120) != 0:
+            raise RuntimeError(f"pgbench -i failed: {init.stdout.read().decode() if init.stdout else ''}")
+        duration = int(window.settle + window.measure + 10)
+        pgbench = _pgbench(cluster, primary, ["-c", str(_PGBENCH_CLIENTS), "-T", str(duration), "-n"])
+        time.sleep(window.settle)
+        loaded = _measure(cluster, window.measure)
+        _print(f"pgbench -c {_PGBENCH_CLIENTS}", loaded, primary)
+        pgbench.wait(duration + 60)
+        tps = next(
+            (line for line in (pgbench.stdout.read().decode() if pgbench.stdout else "").splitlines() if "tps" in line),
+            "",
+        )
+        print(tps)
+    finally:
+        if pgbench is not None and pgbench.poll() is None:
+            pgbench.kill()
+            pgbench.wait(10)
+        cluster.stop()
+        cluster.remove()
+    result: dict[str, object] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent, check=False
+        ).stdout.strip(),
+        "python": sys.version.split()[0],
+        "settings": {"ttl": ttl, "loop_wait": loop_wait, "quick": quick, **asdict(window)},
+        "primary": primary,
+        "idle": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in idle.items()},
+        "pgbench": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in loaded.items()},
+        "pgbench_tps": tps,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwritten {output}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 s settle and 15 s windows instead of 20 and 60")
+    parser.add_argument("--ttl", type=float, default=5)
+    parser.add_argument("--loop-wait", type=float, default=1)
+    parser.add_argument("--label", default=None, help="results file name: footprint-<label>.json")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    label = args.label or ("quick" if args.quick else f"ttl{args.ttl:g}")
+    output = args.output or RESULTS / f"footprint-{label}.json"
+    run(quick=args.quick, ttl=args.ttl, loop_wait=args.loop_wait, output=output)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ $NOTIFY_SOCKET of its own per host, standing in for systemd's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -148,9 +149,9 @@ class DistCluster:
 
     def crash(self, host: DistHost) -> None:
         """kill -9 of the whole host: every process in its namespace (raftpg, fence, PostgreSQL)."""
-        pids = self.namespace_pids(host)
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        for pid in self.namespace_pids(host):
+            with contextlib.suppress(ProcessLookupError):  # a backend may exit on its own meanwhile
+                os.kill(pid, signal.SIGKILL)
         if host.process is not None:
             host.process.wait(timeout=10)
         deadline = time.monotonic() + 10
@@ -176,7 +177,8 @@ class DistCluster:
                     host.process.wait(timeout=10)
             if self.net.active:
                 for pid in self.namespace_pids(host):
-                    os.kill(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             if host.notify is not None:
                 host.notify.close()
         self.net.destroy()

@@ -156,3 +156,30 @@ def test_kill9_of_the_primary_host_fails_over_and_it_rejoins(provisioned: tuple[
 
     wait_for(replicated, 60, f"the rejoined {old.name} replaying the new primary's writes")
 
+
+
+def test_kill9_of_raftpg_alone_its_fence_still_stops_postgresql(
+        provisioned: tuple[DistCluster, ClusterSecrets]) -> None:
+    """The fence is started from the same single file; killing raftpg (whose bootloader then
+    removes its unpacked files) must not take the fence with it: it stops PostgreSQL by the
+    lease deadline, so the new primary is never a second writable one."""
+    cluster, _ = provisioned
+    old = cluster.start_stopped().wait_healthy(HEALTHY_TIMEOUT)
+    fence = wait_for(lambda: read_record(old.raft_dir), 30, f"{old.name}'s fence")
+    assert old.process is not None
+    children = Path(f"/proc/{old.process.pid}/task/{old.process.pid}/children").read_text().split()
+    assert len(children) == 1, children  # the bootloader's one child: raftpg's Python process
+    maps = Path(f"/proc/{children[0]}/maps").read_text().split()
+    unpacked = Path(next(word for word in maps if "libpython" in word)).parent  # its private /tmp/_MEI* dir
+    os.kill(int(children[0]), signal.SIGKILL)
+    old.process.wait(timeout=30)  # the bootloader removes what it unpacked, then exits
+    assert not unpacked.exists(), f"{unpacked} left behind"
+    gone = wait_for(lambda: not Path(f"/proc/{fence.postmaster_pid}").exists() or None, 60,
+                    f"{old.name}'s fence stopping its PostgreSQL after raftpg was killed")
+    assert gone
+    fence_log = (old.raft_dir / "fence.log").read_text(errors="replace")
+    new = wait_for(lambda: next((h for h in cluster.primaries() if h is not old), None), 60, "a new primary")
+    cluster.start(old)
+    wait_for(lambda: old.name in cluster.streaming(new) or None, HEALTHY_TIMEOUT,
+             f"{old.name} streaming again from {new.name}")
+    assert "Error" not in fence_log and "Traceback" not in fence_log, fence_log

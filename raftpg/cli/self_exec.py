@@ -4,6 +4,7 @@ when frozen (`make dist`: sys.executable *is* raftpg), else as a module of this 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 
 def raftpg_command() -> list[str]:
@@ -11,3 +12,12 @@ def raftpg_command() -> list[str]:
     if getattr(sys, "frozen", False):
         return [sys.executable]
     return [sys.executable, "-m", "raftpg.cli.main"]
+
+
+def independent_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Environment for a raftpg process that must not depend on this one (another OS user, or one
+    that outlives us). A frozen child otherwise reuses this process's unpacked files, in a
+    directory only our user may enter and that is removed when we exit."""
+    if getattr(sys, "frozen", False):
+        return {**env, "PYINSTALLER_RESET_ENVIRONMENT": "1"}
+    return dict(env)

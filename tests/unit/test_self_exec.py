@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from raftpg.cli.main import build_parser, main
-from raftpg.cli.self_exec import raftpg_command
+from raftpg.cli.self_exec import independent_environment, raftpg_command
 
 pytestmark = pytest.mark.unit
 
@@ -31,3 +31,9 @@ def test_hidden_fence_subcommand_runs_the_fence_program(capsys: pytest.CaptureFi
     assert main(["fence"]) == 2
     assert "--postmaster-pid" in capsys.readouterr().err
     assert "fence" not in build_parser().format_help()
+
+
+def test_a_frozen_child_for_another_user_unpacks_its_own_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert independent_environment({"A": "1"}) == {"A": "1"}
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert independent_environment({"A": "1"}) == {"A": "1", "PYINSTALLER_RESET_ENVIRONMENT": "1"}

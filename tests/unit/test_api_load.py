@@ -31,7 +31,10 @@ def test_quick_benchmark_answers_every_request_under_attack(tmp_path: Path) -> N
             assert figures["errors"] == {}, (phase, mode)
             assert figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
         assert result[phase]["loop_lag"]["count"] > 0
-    assert result["baseline"]["server_open_connections"] == {"before": 0, "after": 0}
+    # No attacker during the baseline; the last of its new-connection-each requests may still be
+    # closing on the server side when the count is read.
+    assert result["baseline"]["server_open_connections"]["before"] == 0
+    assert result["baseline"]["server_open_connections"]["after"] <= 1
     # Most attackers held a connection when measuring began (some may be between a cut and a reconnect).
     assert result["under_attack"]["server_open_connections"]["before"] >= attackers // 2
     opened = result["attack"]["opened"]

@@ -180,7 +180,7 @@ class _Handlers:
     async def get_metrics(self, request: web.Request) -> web.StreamResponse:
         raft = self.backend.raft_status()
         text = render_metrics(self.backend.status(), self.backend.cluster(), raft, self.backend.now(),
-                              self.options.wall_clock())
+                              self.options.wall_clock(), self.backend.peer_problems())
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     async def get_raft(self, request: web.Request) -> web.StreamResponse:

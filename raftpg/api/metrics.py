@@ -7,6 +7,7 @@ existing dashboards need only a rename; the lease and Raft gauges are raftpg's o
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from raftpg import __version__
@@ -15,6 +16,7 @@ from raftpg.api.documents import lease_time_left
 from raftpg.api.health import leader_lsn
 from raftpg.consensus.model import RaftStatus
 from raftpg.ha.status import NodeStatus
+from raftpg.http.problems import PeerProblem
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,7 +68,8 @@ class _Exposition:
         return "\n".join(lines) + "\n"
 
 
-def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, now: float, wall_now: float) -> str:
+def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, now: float, wall_now: float,
+                   peer_problems: Mapping[str, PeerProblem]) -> str:
     out = _Exposition(status.scope, status.name)
     out.add("version", "raftpg version as MMmmpp (0.1.0 is 100).", _version_number(__version__))
     out.add("postgres_running", "1 if PostgreSQL is running, 0 otherwise.", status.pg_running)
@@ -95,6 +98,12 @@ def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, n
     out.add("is_paused", "1 if automatic failover is paused, 0 otherwise.", status.paused)
     out.add("pending_restart", "1 if PostgreSQL needs a restart to apply settings, 0 otherwise.",
             status.pending_restart)
+    out.add("needs_reinit", "1 if this member cannot rejoin on its own and waits for `raftpg ctl reinit`, "
+            "0 otherwise.", status.needs_reinit is not None)
+    out.add_labelled("peer_problem", "1 for each peer this node cannot talk to for a TLS or authentication "
+                     "reason (a peer that is merely down is not listed).",
+                     [({"peer": peer, "kind": problem.kind.value}, 1.0)
+                      for peer, problem in sorted(peer_problems.items())])
     if status.updated_at > 0:
         out.add("dcs_last_seen", "Unix time of the HA loop's last read of the cluster state.",
                 int(wall_now - (now - status.updated_at)))

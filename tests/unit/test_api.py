@@ -23,6 +23,7 @@ from raftpg.api.health import parse_size
 from raftpg.cli.certs import write_ca, write_node_cert
 from raftpg.config import Auth, DynamicConfig, Tags
 from raftpg.consensus.errors import NoQuorum
+from raftpg.http.problems import FailureKind, PeerProblem
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import FailureKind, PeerProblem
@@ -463,6 +464,22 @@ async def test_metrics_are_prometheus_text() -> None:
     partners = dict(metrics["raftpg_raft_partner_connected"])
     assert partners['scope="demo",name="node1",addr="127.0.0.1:5011"'] == 1
     assert partners['scope="demo",name="node1",addr="127.0.0.1:5012"'] == 0
+
+
+async def test_metrics_show_a_member_waiting_for_reinit_and_its_peer_problems() -> None:
+    backend = FakeBackend(replica_status(needs_reinit="pg_rewind cannot succeed: run `raftpg ctl reinit demo node1`"))
+    backend.problems["node3"] = PeerProblem(FailureKind.TLS, "certificate verify failed", since=1.0)
+    async with api(backend) as client:
+        metrics = parse_exposition(await (await client.get("/metrics")).text())
+    assert metrics["raftpg_needs_reinit"] == [('scope="demo",name="node1"', 1)]
+    assert metrics["raftpg_peer_problem"] == [('scope="demo",name="node1",peer="node3",kind="TLS"', 1)]
+
+
+async def test_metrics_without_problems() -> None:
+    async with api(FakeBackend(primary_status())) as client:
+        metrics = parse_exposition(await (await client.get("/metrics")).text())
+    assert metrics["raftpg_needs_reinit"] == [('scope="demo",name="node1"', 0)]
+    assert "raftpg_peer_problem" not in metrics
 
 
 async def test_metrics_of_a_lagging_replica() -> None:

@@ -23,7 +23,6 @@ from raftpg.api.health import parse_size
 from raftpg.cli.certs import write_ca, write_node_cert
 from raftpg.config import Auth, DynamicConfig, Tags
 from raftpg.consensus.errors import NoQuorum
-from raftpg.http.problems import FailureKind, PeerProblem
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import FailureKind, PeerProblem

@@ -145,11 +145,13 @@ def cmd_rest_url() -> int:
 
 def cmd_pids() -> None:
     for node in attach().nodes.values():
-        raftpg_pid, postmaster_pid = node.raftpg_pid(), node.postmaster_pid()
+        raftpg_pid, postmaster_pid, fence_pid = node.raftpg_pid(), node.postmaster_pid(), node.fence_pid()
         if raftpg_pid is not None:
             print(f"raftpg-{node.name} {raftpg_pid}")
         if postmaster_pid is not None:
             print(f"postgres-{node.name} {postmaster_pid} tree")
+        if fence_pid is not None:
+            print(f"fence-{node.name} {fence_pid}")
 
 
 def cmd_info() -> None:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ import yaml
 
 from raftpg.cli.certs import CA_CERT_FILE, write_ca, write_node_cert
 from raftpg.cli.netns import NetnsHosts
+from raftpg.cli.self_exec import independent_environment, raftpg_command
 from raftpg.config import Auth, discover_bin_dir, generate_raft_password
+from raftpg.fence.client import FenceClient
 from raftpg.http.client import HttpClient, HttpFailure, TlsFiles
 from raftpg.postgres.kill import kill_postmaster_tree
 
@@ -89,11 +90,9 @@ class Node:
         return pid if _alive(pid) else None
 
     def fence_pid(self) -> int | None:
-        try:
-            pid = int((self.raft_dir / "fence.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        """The fence guarding this node's postmaster, if one runs (its pid file is JSON, and a
+        recorded PID counts only while that process is still a fence for this run directory)."""
+        return FenceClient(self.raft_dir).pid()
 
     @property
     def pid_file(self) -> Path:
@@ -363,9 +362,9 @@ class LocalCluster:
             raise RuntimeError(f"{name} is already running")
         log = node.log_path.open("ab")
         self._chown(node.log_path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
+        env = _node_environment()
         env["PYTHONUNBUFFERED"] = "1"
-        argv = [sys.executable, "-m", "raftpg.cli.main", "run", "-c", str(node.config_path), *extra_args]
+        argv = [*raftpg_command(), "run", "-c", str(node.config_path), *extra_args]
         try:
             if self._net is None:
                 node.process = subprocess.Popen(
@@ -394,8 +393,8 @@ class LocalCluster:
     def rejoin(self, name: str) -> str:
         """`raftpg rejoin` for a stopped node, as the node's OS user; returns what it printed."""
         node = self.nodes[name]
-        argv = [sys.executable, "-m", "raftpg.cli.main", "rejoin", "-c", str(node.config_path)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
+        argv = [*raftpg_command(), "rejoin", "-c", str(node.config_path)]
+        env = _node_environment()
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60,
                               user=self.os_user, group=self._group(), cwd=str(self.base_dir), check=False)
         if done.returncode != 0:
@@ -582,9 +581,15 @@ class LocalCluster:
 
     def pids(self) -> Iterator[tuple[str, int]]:
         for node in self.nodes.values():
-            for label, pid in (("raftpg", node.raftpg_pid()), ("postgres", node.postmaster_pid())):
+            for label, pid in (("raftpg", node.raftpg_pid()), ("postgres", node.postmaster_pid()),
+                               ("fence", node.fence_pid())):
                 if pid:
                     yield f"{node.name}-{label}", pid
+
+
+def _node_environment() -> dict[str, str]:
+    """A node's environment: ours without RAFTPG_* overrides, and (frozen) not tied to our unpacked files."""
+    return independent_environment({k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")})
 
 
 def _port(address: str) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import raftpg
+from raftpg.cli.self_exec import independent_environment, raftpg_command
 
 PROBE_TIMEOUT = 20.0
 
@@ -72,7 +73,8 @@ def check_runnable(user: str) -> str | None:
     targets = [Path(sys.executable), Path(sys.executable).resolve(), Path(raftpg.__file__).resolve()]
     blocked = blocked_directories(targets, who)
     try:
-        done = subprocess.run([sys.executable, "-c", "import raftpg.cli.main"], user=user, group=identity_gid(user),
+        done = subprocess.run(probe_command(), user=user, group=identity_gid(user),
+                              env=independent_environment(os.environ),
                               capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False,
                               stdin=subprocess.DEVNULL, cwd="/")
     except PermissionError as exc:
@@ -83,6 +85,14 @@ def check_runnable(user: str) -> str | None:
         lines = done.stderr.strip().splitlines()
         return explain(user, blocked, lines[-1] if lines else f"exit code {done.returncode}")
     return None
+
+
+def probe_command() -> list[str]:
+    """What `user` must be able to run: the single file itself when frozen (it has no `-c`),
+    else this interpreter importing raftpg."""
+    if getattr(sys, "frozen", False):
+        return [*raftpg_command(), "version"]
+    return [sys.executable, "-c", "import raftpg.cli.main"]
 
 
 def identity_gid(user: str) -> int:

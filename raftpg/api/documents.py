@@ -80,6 +80,7 @@ def node_document(status: NodeStatus, now: float, wall_now: float, raft: RaftSta
         "upstream": status.upstream,
         "status_age": round(max(0.0, now - status.updated_at), 3),
         "last_decision": status.last_decision,
+        "needs_reinit": status.needs_reinit,
     }
     if raft is not None:
         own["raft"] = raft_document(raft)
@@ -149,6 +150,8 @@ def cluster_document(cluster: ClusterInfo, synchronous_mode: str) -> dict[str, A
         }
         if record.get("pending_restart"):
             entry["pending_restart"] = True
+        if record.get("needs_reinit"):
+            entry["needs_reinit"] = str(record["needs_reinit"])
         if role != "leader":
             for key, lag_key in (("receive_lsn", "receive_lag"), ("replay_lsn", "replay_lag"), ("lsn", "lag")):
                 lsn = _int(record.get(key))

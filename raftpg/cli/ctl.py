@@ -32,6 +32,7 @@ from raftpg.cli.ctl_format import (
     list_records,
     member_record,
     problem_lines,
+    reinit_lines,
     render_grid,
     version_line,
 )
@@ -98,6 +99,8 @@ def print_cluster(session: Session, cluster: ClusterView, fmt: str = "pretty", *
         for line in cluster_footer(cluster):
             session.print(line)
         for line in problem_lines(session.connection_problems(cluster) if problems else ()):
+            session.print(line, style="yellow")
+        for line in reinit_lines(cluster):
             session.print(line, style="yellow")
 
 

@@ -152,6 +152,14 @@ def problem_lines(problems: Sequence[ConnectionProblem]) -> list[str]:
             *(f"  {p.member}: {p.text} (seen by {', '.join(p.seen_by)})" for p in problems)]
 
 
+def reinit_lines(cluster: ClusterView) -> list[str]:
+    """Footnotes under `ctl list`: members that wait for an operator's `ctl reinit`."""
+    waiting = [m for m in cluster.members if m.needs_reinit]
+    if not waiting:
+        return []
+    return [" Needs reinit:", *(f"  {m.name}: {m.needs_reinit}" for m in waiting)]
+
+
 def topology_order(cluster: ClusterView) -> list[tuple[int, MemberView]]:
     """Depth-first by upstream: tags.replicatefrom when it names a member, else the leader."""
     names = set(cluster.names)

@@ -70,6 +70,7 @@ class MemberView:
     replay_lsn: str | None = None
     replay_lag: int | str | None = None
     pending_restart: bool = False
+    needs_reinit: str | None = None  # why it cannot rejoin on its own, and the command that fixes it
     scheduled_restart: str | None = None
     tags: Mapping[str, Any] = field(default_factory=_empty)
 
@@ -103,6 +104,7 @@ class MemberView:
             replay_lsn=format_lsn(data.get("replay_lsn", data.get("lsn"))),
             replay_lag=_lag(data.get("replay_lag", data.get("lag"))),
             pending_restart=bool(data.get("pending_restart")),
+            needs_reinit=_str(data.get("needs_reinit")) or None,
             scheduled_restart=_str(scheduled),
             tags=MappingProxyType(dict(tags)) if isinstance(tags, Mapping) else _empty(),
         )

@@ -328,6 +328,7 @@ async def test_patroni_document_of_a_primary() -> None:
     assert own["raft"]["partners"] == {"127.0.0.1:5011": True, "127.0.0.1:5012": False}
     assert own["raft"]["tick_thread_alive"] is True
     assert own["peer_problems"] == {}
+    assert own["needs_reinit"] is None
 
 
 async def test_patroni_shows_peers_failing_for_tls_or_authentication() -> None:
@@ -472,6 +473,18 @@ async def test_metrics_show_a_member_waiting_for_reinit_and_its_peer_problems() 
         metrics = parse_exposition(await (await client.get("/metrics")).text())
     assert metrics["raftpg_needs_reinit"] == [('scope="demo",name="node1"', 1)]
     assert metrics["raftpg_peer_problem"] == [('scope="demo",name="node1",peer="node3",kind="TLS"', 1)]
+
+
+async def test_a_member_waiting_for_reinit_says_so_and_names_the_fix() -> None:
+    why = "pg_rewind from node2 cannot succeed; to re-clone it: raftpg ctl reinit demo node3"
+    cluster = make_cluster("node1")
+    cluster = replace(cluster, members={**cluster.members, "node3": {**cluster.members["node3"], "needs_reinit": why}})
+    async with api(FakeBackend(replica_status(needs_reinit=why), cluster)) as client:
+        patroni = await (await client.get("/patroni")).json()
+        members = {m["name"]: m for m in (await (await client.get("/cluster")).json())["members"]}
+    assert patroni["raftpg"]["needs_reinit"] == why
+    assert members["node3"]["needs_reinit"] == why
+    assert "needs_reinit" not in members["node2"]
 
 
 async def test_metrics_without_problems() -> None:

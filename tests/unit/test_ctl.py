@@ -62,6 +62,7 @@ class FakeApi:
     pending: set[str] = field(default_factory=lambda: {"n2"})
     states: dict[str, list[str]] = field(default_factory=dict)  # member -> states /patroni answers in turn
     peer_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> its raftpg.peer_problems
+    needs_reinit: dict[str, str] = field(default_factory=dict)  # member -> its needs_reinit in /cluster
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
@@ -81,6 +82,8 @@ class FakeApi:
         }
         if name in self.pending:
             record["pending_restart"] = True
+        if name in self.needs_reinit:
+            record["needs_reinit"] = self.needs_reinit[name]
         if name != self.leader:
             record |= {"receive_lsn": "0/5000000", "receive_lag": MB, "replay_lsn": "0/4F00000",
                        "replay_lag": 2 * MB + 1, "lsn": "0/4F00000", "lag": 2 * MB + 1}
@@ -232,6 +235,15 @@ async def test_list_footnotes_members_others_cannot_talk_to(fake: FakeApi,
         "n1: authentication: HTTP 401 (seen by n3)",
         "n3: TLS: certificate verify failed: unable to get local issuer certificate (seen by n1, n2)",
     ]
+
+
+async def test_list_footnotes_members_waiting_for_reinit_with_the_fix(fake: FakeApi,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    fake.needs_reinit = {"n3": "pg_rewind cannot succeed; to re-clone it: raftpg ctl reinit demo n3"}
+    assert await run_ctl(fake, "list") == 0
+    tail = capsys.readouterr().out.rstrip().splitlines()[-2:]
+    assert [line.strip() for line in tail] == [
+        "Needs reinit:", "n3: pg_rewind cannot succeed; to re-clone it: raftpg ctl reinit demo n3"]
 
 
 async def test_list_json_has_patronictl_keys(fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

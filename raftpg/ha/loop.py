@@ -38,6 +38,7 @@ from raftpg.ha.decide import decide, sync_candidates
 from raftpg.ha.executor import Executor, LocalRequest
 from raftpg.ha.lease import LeaseKeeper, fence_margin
 from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.publishing import heartbeat_interval, should_publish
 from raftpg.ha.status import NodeStatus, ReplicationInfo
 from raftpg.ha.sync import ASYNC, parse_standby_names, sync_wait_since
 from raftpg.ha.views import (
@@ -413,7 +414,13 @@ class HaLoop:
         self._publishing = asyncio.create_task(self._publish(local, pg, config))
 
     async def _publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
+        """Publish our record if it changed or the heartbeat is due (publishing.py)."""
         record = self.member_record(local, pg)
+        snap = self.raft.snapshot()
+        name = self.settings.name
+        if not should_publish(snap.members.get(name), record, snap.member_applied_at.get(name), boottime(),
+                              heartbeat_interval(config.ttl, config.loop_wait)):
+            return
         try:
             await self.raft.publish_member(self.settings.name, record, timeout=config.retry_timeout)
         except ConsensusError as exc:

@@ -75,6 +75,7 @@ def test_adapter_subcommands_drive_a_cluster_through_switchover_and_failover(ada
     pids = [line.split() for line in adapter.ok("pids").splitlines()]
     assert len([p for p in pids if p[0].startswith("raftpg-")]) == 3, pids
     assert all(p[2] == "tree" for p in pids if p[0].startswith("postgres-")), pids
+    wait_for(lambda: "fence-" in adapter.ok("pids") or None, 20, "the primary's fence among the pids")
 
     dsn = adapter.ok("dsn")
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:

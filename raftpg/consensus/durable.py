@@ -8,16 +8,69 @@ a committed lease hand-over could vanish from every replica at once, and the old
 reclaim a lease it lost. DurableJournal wraps the journal and makes each change durable before
 pysyncobj goes on to acknowledge it: an entry before the append is answered, a vote before it is
 sent, the dump before the entries it replaces are dropped.
+
+It also makes a full file system an error rather than a crash: pysyncobj grows the journal by
+extending a memory mapping, and a store into an unallocated page of a full file system is SIGBUS,
+which kills raftpg without a word. Each append first allocates the blocks it may need
+(reserve_journal_space), so ENOSPC arrives as OSError before anything changed. Any failed write
+of the journal or the term and vote is then fatal: the change was not made durable, so it must not
+be acknowledged, and pysyncobj (which logs a failed tick and retries it) cannot be trusted to go on
+from a half-done tick. on_failure (stop_process in the daemon) logs why and exits with
+EXIT_JOURNAL_FAILED; the supervisor restarts raftpg, and with space back it replays its intact
+journal. Meanwhile the fence stops PostgreSQL at the lease deadline, as for any dead raftpg.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from raftpg.consensus.pysyncobj_internals import meta_file
+from raftpg.consensus.errors import ConsensusError
+from raftpg.consensus.pysyncobj_internals import meta_file, reserve_journal_space
+
+logger = logging.getLogger(__name__)
+
+EXIT_JOURNAL_FAILED = 75
+"""raftpg's exit status when its Raft journal cannot be written (EX_TEMPFAIL: restart it later)."""
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class JournalWriteError(ConsensusError):
+    """A change to the Raft journal, or to the term and vote, could not be made durable."""
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on directory's file system; None if unknown."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def describe(directory: Path, exc: OSError) -> str:
+    """The one line an operator reads in the log."""
+    if exc.errno in _NO_SPACE:
+        free = free_bytes(directory)
+        reason = f"no space left on device in {directory} ({'?' if free is None else free} bytes free)"
+    else:
+        reason = f"cannot write in {directory}: {exc}"
+    return f"Raft journal: {reason}: stopping; the fence stops PostgreSQL at the lease deadline"
+
+
+def stop_process(error: JournalWriteError) -> NoReturn:
+    """Log why and exit at once, from whichever thread found it (pysyncobj's tick thread)."""
+    logger.critical("%s", error)
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    os._exit(EXIT_JOURNAL_FAILED)
 
 
 def fsync_path(path: Path) -> None:
@@ -35,40 +88,66 @@ def fsync_path(path: Path) -> None:
 class DurableJournal:
     """Delegates to pysyncobj's journal; syncs after every change pysyncobj relies on."""
 
-    def __init__(self, inner: Any, journal_file: Path, dump_file: Path) -> None:
+    def __init__(self, inner: Any, journal_file: Path, dump_file: Path,
+                 on_failure: Callable[[JournalWriteError], None] = stop_process) -> None:
         self._inner = inner
         self._meta_file = meta_file(journal_file)
         self._dump_file = dump_file
         self._dir = journal_file.parent
+        self._on_failure = on_failure
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write into on_failure, then JournalWriteError (if on_failure returned):
+        the caller must not take the change as made."""
+        try:
+            yield
+        except OSError as exc:
+            error = JournalWriteError(describe(self._dir, exc))
+            self._on_failure(error)
+            raise error from exc
 
     def add(self, command: bytes, idx: int, term: int) -> None:
-        self._inner.add(command, idx, term)
-        self._inner.flush()
+        with self._writing():
+            reserve_journal_space(self._inner, command)
+            self._inner.add(command, idx, term)
+            self._inner.flush()
 
     def clear(self) -> None:
-        self._inner.clear()
-        self._inner.flush()
+        with self._writing():
+            self._inner.clear()
+            self._inner.flush()
 
     def deleteEntriesFrom(self, entry_from: int) -> None:
         # A follower calls this before every append, mostly with nothing after entry_from: the
         # journal is then unchanged and a sync (an msync per append on every follower) buys nothing.
         if entry_from >= len(self._inner):
             return
-        self._inner.deleteEntriesFrom(entry_from)
-        self._inner.flush()
+        with self._writing():
+            self._inner.deleteEntriesFrom(entry_from)
+            self._inner.flush()
 
     def deleteEntriesTo(self, entry_to: int) -> None:
         # Log compaction: the dump that replaces these entries was renamed into place; make it and
         # the rename durable before the entries go.
-        fsync_path(self._dump_file)
-        fsync_path(self._dir)
-        self._inner.deleteEntriesTo(entry_to)
-        self._inner.flush()
+        with self._writing():
+            fsync_path(self._dump_file)
+            fsync_path(self._dir)
+            self._inner.deleteEntriesTo(entry_to)
+            self._inner.flush()
 
     def setCurrentTerm(self, term: int, voted_for: Any) -> None:
-        self._inner.setCurrentTerm(term, voted_for)
-        fsync_path(self._meta_file)
-        fsync_path(self._dir)
+        # A failed meta write leaves the old file (it is written aside and renamed), but pysyncobj
+        # already holds the new term and vote in memory: going on could send a vote not on disk.
+        with self._writing():
+            self._inner.setCurrentTerm(term, voted_for)
+            fsync_path(self._meta_file)
+            fsync_path(self._dir)
+
+    def onOneSecondTimer(self) -> None:
+        # Stores the commit index when it changed; failing there each second is the same full disk.
+        with self._writing():
+            self._inner.onOneSecondTimer()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -23,6 +23,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer
 from pysyncobj import journal as pysyncobj_journal
 from pysyncobj import syncobj as pysyncobj_syncobj
 from pysyncobj.monotonic import monotonic
+from pysyncobj.pickle import to_bytes
 from pysyncobj.version import VERSION
 
 from raftpg.consensus.errors import ConsensusError
@@ -42,8 +43,19 @@ election_clock = monotonic
 """The clock pysyncobj's election deadlines are on."""
 
 # FileJournal: what DurableJournal calls and syncs, and where the term and vote are stored.
-JOURNAL_METHODS = ("add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm", "flush")
+JOURNAL_METHODS = (
+    "add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm", "flush", "onOneSecondTimer",
+)
 _META_SUFFIX = ".meta"
+# FileJournal keeps its records in a ResizableFile that it grows by mmap.resize (ftruncate): the
+# new tail is a hole, and a store into a hole on a full file system is SIGBUS, not an error.
+# reserve_journal_space() does the growth itself, blocks allocated first; these are the names it uses.
+_JOURNAL_STORAGE = "_FileJournal__journalFile"
+_JOURNAL_END = "_FileJournal__currentOffset"
+_STORAGE_MMAP = "_ResizableFile__mm"
+_STORAGE_FILE = "_ResizableFile__f"
+_STORAGE_GROWTH = "_ResizableFile__resizeFactor"
+_RECORD_OVERHEAD = 4 + 16 + 4  # record size before and after the record, index and term
 # Header: app name (24 bytes) + app version (8) + format version (4), then the end of the last
 # record as a little-endian uint32.
 _JOURNAL_END_OFFSET = 36
@@ -96,6 +108,39 @@ def journal_bytes(journal_file: Path) -> int:
     except OSError:
         return 0
     return int(struct.unpack(_JOURNAL_END_FORMAT, header)[0]) if len(header) == size else 0
+
+
+def allocate_journal_file(journal_file: Path) -> None:
+    """Allocate every block of an existing journal file: a journal grown by an older raftpg (or by
+    pysyncobj alone) is sparse, and its holes fault like a new tail on a full file system.
+    Raises OSError (ENOSPC) if the file system cannot hold it."""
+    try:
+        fd = os.open(journal_file, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+def reserve_journal_space(journal: Any, command: bytes) -> None:
+    """Grow a FileJournal's file for one more record the way its ResizableFile would, but with the
+    new blocks allocated before they are mapped: a full file system is then an OSError here, before
+    anything changed, instead of SIGBUS on the store into the mapping. No-op for other journals."""
+    if not isinstance(journal, pysyncobj_journal.FileJournal):
+        return
+    storage = getattr(journal, _JOURNAL_STORAGE)
+    mapping = getattr(storage, _STORAGE_MMAP)
+    end = int(getattr(journal, _JOURNAL_END)) + _RECORD_OVERHEAD + len(to_bytes(command))
+    size = int(mapping.size())  # the file's size; ResizableFile keeps the mapping as long
+    if end <= size:
+        return
+    new_size = max(int(size * float(getattr(storage, _STORAGE_GROWTH))), end)
+    os.posix_fallocate(getattr(storage, _STORAGE_FILE).fileno(), size, new_size - size)
+    mapping.resize(new_size)
 
 
 def destroy_unstarted(obj: SyncObj) -> None:
@@ -170,6 +215,7 @@ def _problems() -> list[str]:
     ]
     if _META_SUFFIX not in file_journal.__init__.__code__.co_consts:
         problems.append(f"FileJournal no longer stores its meta data in <journal>{_META_SUFFIX}")
+    problems += _journal_storage_problems()
     if getattr(pysyncobj_journal, "LAST_RECORD_OFFSET_OFFSET", None) != _JOURNAL_END_OFFSET:
         problems.append(f"the journal header no longer keeps its end offset at byte {_JOURNAL_END_OFFSET}")
     status_consts = SyncObj.getStatus.__code__.co_consts
@@ -182,6 +228,19 @@ def _problems() -> list[str]:
         problems.append("SyncObjConsumer no longer dumps only the attributes created after its __init__")
     if not callable(getattr(SyncObjConsumer, "_deserialize", None)):
         problems.append("SyncObjConsumer has no _deserialize()")
+    return problems
+
+
+def _journal_storage_problems() -> list[str]:
+    """What reserve_journal_space() relies on: the private names, and the record layout."""
+    init_names = pysyncobj_journal.FileJournal.__init__.__code__.co_names
+    problems = [f"FileJournal.__init__ sets no {name}" for name in (_JOURNAL_STORAGE, _JOURNAL_END)
+                if name not in init_names]
+    storage_names = pysyncobj_journal.ResizableFile.__init__.__code__.co_names
+    problems += [f"ResizableFile.__init__ sets no {name}" for name in (_STORAGE_MMAP, _STORAGE_FILE, _STORAGE_GROWTH)
+                 if name not in storage_names]
+    if pysyncobj_journal.FileJournal.add.__code__.co_consts[1:3] != ("<QQ", "<I"):
+        problems.append("FileJournal.add() no longer frames a record as size, index, term, command, size")
     return problems
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from pysyncobj import SyncObj
 
-from raftpg.consensus.durable import DurableJournal
-from raftpg.consensus.pysyncobj_internals import ELECTION_DEADLINE, RAFT_LOG, election_clock
+from raftpg.consensus.durable import DurableJournal, JournalWriteError, describe
+from raftpg.consensus.pysyncobj_internals import ELECTION_DEADLINE, RAFT_LOG, allocate_journal_file, election_clock
 
 
 class Replica(SyncObj):  # type: ignore[misc]
@@ -31,6 +31,11 @@ class Replica(SyncObj):  # type: ignore[misc]
                  **kwargs: Any) -> None:
         # Set before SyncObj.__init__, which draws the first election deadline.
         self.stands_for_election = stands_for_election
+        # Before pysyncobj maps the journal: a sparse one from an older run would fault on a full disk.
+        try:
+            allocate_journal_file(journal_file)
+        except OSError as exc:
+            raise JournalWriteError(describe(journal_file.parent, exc)) from exc
         super().__init__(*args, **kwargs)
         # Wrapped before the tick thread's first tick (it sleeps 0.1 s once the transport is ready):
         # every entry from a peer goes through the durable journal.

@@ -67,6 +67,9 @@ SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 KEEPS_POSTGRES_AS_IS = (RenewLease, AcquireLease, EnsureSlots, SetRaftSync, SetPostgresSync, ClearFailover,
                         RemoveMember)
 MIN_FREE_BYTES = 256 * 2**20  # below this on pg_wal's or Raft's filesystem a node steps down
+PEER_CHECK_FIRST = 3.0  # seconds after start of the first steady-state peer check
+PEER_CHECK_INTERVAL = 30.0
+PEER_CHECK_TIMEOUT = 2.0
 
 
 class HaLoop:
@@ -128,6 +131,7 @@ class HaLoop:
     async def run(self) -> None:
         await self._probe_required_watchdog()
         watcher = asyncio.create_task(self._watch_postmaster())
+        peer_check = asyncio.create_task(self._check_peers())
         try:
             while not self._stopping:
                 if not self.raft.tick_thread_alive():
@@ -142,7 +146,7 @@ class HaLoop:
                 if not again:
                     await self._sleep(started)
         finally:
-            for task in (watcher, self._publishing):
+            for task in (watcher, peer_check, self._publishing):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -158,6 +162,18 @@ class HaLoop:
                 logger.warning("PostgreSQL exited (postmaster gone); running an HA cycle now")
                 self._status = replace(self._status, pg_running=False, state="stopped", lease_deadline=None)
                 self.wake()
+
+    async def _check_peers(self) -> None:
+        """Ask every other member's REST API for its status now and then, so a TLS or
+        authentication problem with a peer is logged and shown in /patroni's peer_problems while
+        all is well, not first during a leader race (MemberClient records the failures)."""
+        await asyncio.sleep(PEER_CHECK_FIRST)
+        while True:
+            snap = self.raft.snapshot()
+            others = [MemberView.from_record(name, record, fresh=True) for name, record in snap.members.items()
+                      if name != self.settings.name]
+            await fetch_peer_positions(self.http, others, timeout=PEER_CHECK_TIMEOUT)
+            await asyncio.sleep(PEER_CHECK_INTERVAL)
 
     def stop(self) -> None:
         self._stopping = True

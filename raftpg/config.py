@@ -26,6 +26,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -210,6 +211,12 @@ class PostgresSettings:
     replication: Auth
     parameters: Mapping[str, str]
     pg_hba: tuple[str, ...]
+    # event name (CALLBACK_EVENTS) -> argv; run as `argv... ACTION ROLE SCOPE` (ha/callbacks.py)
+    callbacks: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    callback_timeout: float = 30.0
+
+
+CALLBACK_EVENTS = ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")  # Patroni's names
 
 
 @dataclass(frozen=True)
@@ -778,6 +785,8 @@ _PG_KEYS = (
     "authentication",
     "parameters",
     "pg_hba",
+    "callbacks",
+    "callback_timeout",
 )
 _TAG_KEYS = ("nofailover", "failover_priority", "noloadbalance", "clonefrom", "nosync", "replicatefrom")
 _STRING_LEAVES = frozenset(
@@ -1067,9 +1076,36 @@ def _parse_postgresql(s: _Section) -> PostgresSettings | None:
             replication=_need(replication),
             parameters=MappingProxyType(parameters),
             pg_hba=s.get_str_list("pg_hba"),
+            callbacks=_parse_callbacks(s.section("callbacks", CALLBACK_EVENTS)),
+            callback_timeout=s.get_float("callback_timeout", 30.0, 0, exclusive=True),
         )
     except _Invalid:
         return None
+
+
+def _parse_callbacks(s: _Section) -> Mapping[str, tuple[str, ...]]:
+    """Each callback is a command line (split as a shell would, but never run by one) or a list."""
+    commands: dict[str, tuple[str, ...]] = {}
+    for event in CALLBACK_EVENTS:
+        value = s.raw(event)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            try:
+                argv = shlex.split(value)
+            except ValueError as exc:
+                s.problem(event, f"cannot be split into words: {exc}")
+                continue
+        elif isinstance(value, list) and all(isinstance(item, str) and item for item in value):
+            argv = list(value)
+        else:
+            s.problem(event, f"must be a command line or a list of non-empty strings, got {_kind(value)}")
+            continue
+        if not argv:
+            s.problem(event, "must not be empty")
+            continue
+        commands[event] = tuple(argv)
+    return MappingProxyType(commands)
 
 
 _INITDB_OWNED = frozenset({"pgdata", "d", "username", "u", "pwfile"})

@@ -33,6 +33,7 @@ from raftpg.ha.actions import (
     StartStandby,
     Switchover,
 )
+from raftpg.ha.callbacks import CallbackEvent, CallbackRunner
 from raftpg.ha.candidates import best_switchover_candidate
 from raftpg.ha.lease import LeaseKeeper
 from raftpg.ha.peers import fetch_peer_positions, fetch_status, peer_position_from_status
@@ -109,6 +110,9 @@ class Executor:
         self.promotion_witnesses: frozenset[str] = frozenset()  # sync members we counted on to take the lease
         self.promotion_reports_needed = 0  # how many of them must stop and report (rule 5)
         self.before_demote: Callable[[], None] = lambda: None
+        self.callbacks = CallbackRunner(
+            {CallbackEvent(event): argv for event, argv in settings.postgresql.callbacks.items()},
+            settings.scope, settings.postgresql.callback_timeout)
 
     # --- helpers -----------------------------------------------------------------------------
     def parameters(self) -> dict[str, str]:
@@ -271,26 +275,36 @@ class Executor:
                 if local.role in (PgRole.PRIMARY, PgRole.UNKNOWN):
                     self.before_demote()
                     await self._stop("immediate")
+                    self.callbacks.fire(CallbackEvent.ON_STOP, local.role.value)
                 await self.lease.disarm_fence()
                 return await self.lease.release(timeout=config.retry_timeout), True
             case Bootstrap():
-                return await self._bootstrap(action, config), True
+                ok = await self._bootstrap(action, config)
+                if ok:
+                    self.callbacks.fire(CallbackEvent.ON_START, PgRole.PRIMARY.value)
+                return ok, True
             case Clone():
                 return await self._clone(action, cluster), False
             case StartPrimary():
                 ok = await self._start_as_primary(cluster)
+                if ok:
+                    self.callbacks.fire(CallbackEvent.ON_START, PgRole.PRIMARY.value)
                 return ok, ok
             case StartStandby():
                 await self._start_standby(action.upstream, cluster)
+                self.callbacks.fire(CallbackEvent.ON_START, PgRole.REPLICA.value)
                 return True, False
             case Promote():
                 ok = await self._promote(action, local, cluster, config)
+                if ok:
+                    self.callbacks.fire(CallbackEvent.ON_ROLE_CHANGE, PgRole.PRIMARY.value)
                 return ok, ok
             case Demote():
                 self.needs_rewind = self.needs_rewind or action.then_rewind
                 self.before_demote()
                 await self._stop("immediate" if action.immediate else "fast")
                 await self.lease.disarm_fence()
+                self.callbacks.fire(CallbackEvent.ON_ROLE_CHANGE, PgRole.REPLICA.value)
                 return True, True
             case Follow():
                 await self.pg.follow(self._address(cluster, action.upstream), slot_name_for(self.settings.name),
@@ -326,7 +340,10 @@ class Executor:
                 await self._set_postgres_sync(action, config)
                 return True, True
             case Switchover():
-                return await self._switchover(action.candidate, action.request_id, cluster, config), True
+                ok = await self._switchover(action.candidate, action.request_id, cluster, config)
+                if ok:
+                    self.callbacks.fire(CallbackEvent.ON_ROLE_CHANGE, PgRole.REPLICA.value)
+                return ok, True
             case ClearFailover():
                 return await self.raft.clear_failover(action.request_id, reason=action.reason,
                                                       timeout=config.retry_timeout), False
@@ -555,6 +572,7 @@ class Executor:
                 await self.pg.reload(parameters=self.parameters(), upstream=self._upstream_address(cluster),
                                      slot=slot_name_for(self.settings.name) if self.upstream else None,
                                      timeout=config.retry_timeout)
+                self.callbacks.fire(CallbackEvent.ON_RELOAD, local.role.value)
             elif request.kind == "restart":
                 if request.role is not None and local.role.value != request.role:
                     return f"not restarted: role is {local.role.value}"
@@ -563,10 +581,12 @@ class Executor:
                         await self._stop("fast")
                         if not await self._start_as_primary(cluster):
                             return "restart: PostgreSQL stopped; the lease was lost meanwhile"
+                    self.callbacks.fire(CallbackEvent.ON_RESTART, PgRole.PRIMARY.value)
                 elif local.role is PgRole.REPLICA:
                     upstream = self.upstream
                     await self._stop("fast")
                     await self._start_standby(upstream, cluster)
+                    self.callbacks.fire(CallbackEvent.ON_RESTART, PgRole.REPLICA.value)
             elif request.kind == "reinitialize" and local.role is not PgRole.PRIMARY:
                 if self.pg.postmaster_pid() is not None:
                     await self._stop("immediate")
@@ -600,10 +620,13 @@ class Executor:
                         self._switchover(candidate, "shutdown", cluster, config), timeout=timeout)
                 except (TimeoutError, PostgresError, ConsensusError, OSError) as exc:
                     logger.error("hand-over on shutdown failed: %s", exc)
-            if not handed:
+            if handed:
+                self.callbacks.fire(CallbackEvent.ON_STOP, PgRole.PRIMARY.value)
+            else:
                 before_demote()
                 if self.pg.postmaster_pid() is not None:
                     await self._stop("fast")
+                    self.callbacks.fire(CallbackEvent.ON_STOP, PgRole.PRIMARY.value)
                 await self.lease.disarm_fence()
                 try:
                     await self.lease.release(timeout=config.retry_timeout)
@@ -611,7 +634,9 @@ class Executor:
                     logger.warning("could not release the lease on shutdown: %s", exc)
         elif self.pg.postmaster_pid() is not None:
             await self._stop("fast")
+            self.callbacks.fire(CallbackEvent.ON_STOP, status.role)
         await self.lease.disarm_fence()
+        await self.callbacks.close()
 
 
 def _shutdown_local(status: NodeStatus, name: str, instance_id: str) -> LocalView:

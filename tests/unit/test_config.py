@@ -775,3 +775,39 @@ def test_bad_timeouts_are_refused(data: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         DynamicConfig.from_dict(data)
     assert any(problem in p for p in info.value.problems), info.value.problems
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def test_callbacks_take_a_command_line_or_a_list(base: dict[str, Any]) -> None:
+    base["postgresql"]["callbacks"] = {"on_start": "/usr/local/bin/notify --tag 'pg start'",
+                                       "on_role_change": ["/usr/local/bin/vip", "--dev", "eth0"]}
+    base["postgresql"]["callback_timeout"] = 5
+    pg = parse_settings(base, env={}).postgresql
+    assert dict(pg.callbacks) == {"on_start": ("/usr/local/bin/notify", "--tag", "pg start"),
+                                  "on_role_change": ("/usr/local/bin/vip", "--dev", "eth0")}
+    assert pg.callback_timeout == 5.0
+
+
+def test_callbacks_default_to_none_and_thirty_seconds(base: dict[str, Any]) -> None:
+    pg = parse_settings(base, env={}).postgresql
+    assert dict(pg.callbacks) == {} and pg.callback_timeout == 30.0
+
+
+@pytest.mark.parametrize("callbacks, expected", [
+    ({"on_promote": "/bin/true"}, "postgresql.callbacks.on_promote: unknown key"),
+    ({"on_start": ""}, "postgresql.callbacks.on_start: must not be empty"),
+    ({"on_stop": "echo 'unclosed"}, "postgresql.callbacks.on_stop: cannot be split into words"),
+    ({"on_reload": ["/bin/true", ""]}, "postgresql.callbacks.on_reload: must be a command line or a list"),
+    ({"on_restart": 3}, "postgresql.callbacks.on_restart: must be a command line or a list"),
+    ("/bin/true", "postgresql.callbacks: must be a mapping"),
+])
+def test_bad_callbacks_are_rejected_by_key(base: dict[str, Any], callbacks: object, expected: str) -> None:
+    assert_problem(problems_of(with_value(base, "postgresql.callbacks", callbacks)), expected)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "30s"])
+def test_bad_callback_timeout_is_rejected(base: dict[str, Any], timeout: object) -> None:
+    assert_problem(problems_of(with_value(base, "postgresql.callback_timeout", timeout)),
+                   "postgresql.callback_timeout: must be")

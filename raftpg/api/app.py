@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,12 @@ class ApiOptions:
     """Seconds a request body may take to arrive (the guard's deadlines stop once a handler runs)."""
     wall_clock: Callable[[], float] = field(default=time.time)
     """Unix time, for scheduled actions and timestamps users see (leases never use it)."""
+    started_at: float | None = None
+    """Unix time this raftpg process started, published as raftpg.started_at: how `ctl
+    rolling-restart --daemon` sees that the process was replaced."""
+    restart_daemon: Callable[[], None] | None = None
+    """Makes this raftpg process exit with EX_TEMPFAIL for its supervisor to start it again
+    (POST /restart {"daemon": true}); None where nothing would start it again."""
 
 
 def json_error(status: int, message: str, **details: Any) -> web.Response:
@@ -168,6 +174,8 @@ class _Handlers:
     async def get_patroni(self, request: web.Request) -> web.StreamResponse:
         document = node_document(self.backend.status(), self.backend.now(), self.options.wall_clock(),
                                  self.raft_status(), self.backend.peer_problems())
+        if self.options.started_at is not None:
+            document["raftpg"]["started_at"] = self.options.started_at
         return web.json_response(document)
 
     async def get_cluster(self, request: web.Request) -> web.StreamResponse:
@@ -287,7 +295,9 @@ class _Handlers:
     # --- node actions -----------------------------------------------------------------------------
     async def post_restart(self, request: web.Request) -> web.StreamResponse:
         body = await self.body(request, optional=True)
-        check_keys(body, ("restart_pending", "role", "postgres_version", "schedule"))
+        check_keys(body, ("restart_pending", "role", "postgres_version", "schedule", "daemon"))
+        if get_bool(body, "daemon"):
+            return self.restart_daemon(body)
         role = get_str(body, "role")
         role = "primary" if role == "master" else role
         if role == "any":
@@ -307,6 +317,21 @@ class _Handlers:
             raise ApiError(503, str(exc)) from None
         logger.info("restart requested over the REST API: %s", message)
         return web.json_response({"message": message}, status=202 if scheduled_at is not None else 200)
+
+    def restart_daemon(self, body: Mapping[str, Any]) -> web.StreamResponse:
+        """Replace this raftpg process (a new binary on disk takes over). Only while paused: then
+        the stopping process leaves PostgreSQL running and the lease as it is, and the new one
+        reclaims it; unpaused it would hand over and stop PostgreSQL."""
+        if len(body) > 1:
+            raise ApiError(400, "daemon restarts the raftpg process only; it takes no other keys")
+        if self.options.restart_daemon is None:
+            raise ApiError(503, "this raftpg process cannot restart itself (no supervisor)")
+        if not self.backend.status().paused:
+            raise ApiError(503, "restarting raftpg needs a paused cluster (raftpg ctl pause), "
+                                "or it would hand over and stop PostgreSQL")
+        self.options.restart_daemon()
+        logger.info("raftpg restart requested over the REST API: exiting for the supervisor to start us again")
+        return web.json_response({"message": "raftpg restarting"}, status=202)
 
     async def delete_restart(self, request: web.Request) -> web.StreamResponse:
         if not await self.backend.cancel_restart():

@@ -1,8 +1,10 @@
 """`raftpg ctl rolling-restart`: restart every member's PostgreSQL, one at a time, under pause.
 
 Order: each replica (waiting until it streams again), a switchover to the best restarted replica,
-then the old primary (a replica by then). Pause keeps the HA loops from reacting to the planned
-stops; the one switchover is the only write interruption. Interrupted (^C, lost terminal), a
+then the old primary (a replica by then). With --daemon each member's raftpg process is replaced
+too (ctl_rolling_daemon.py): a replica's after its PostgreSQL, the primary's before the
+switchover. Pause keeps the HA loops from reacting to the planned stops; the one switchover is
+the only write interruption. Interrupted (^C, lost terminal), a
 second run continues: members whose postmaster start time changed since the run began are done.
 """
 
@@ -24,6 +26,7 @@ from raftpg.cli.ctl_actions import wait_for
 from raftpg.cli.ctl_client import CtlError, Unreachable
 from raftpg.cli.ctl_format import dump_json, render_grid
 from raftpg.cli.ctl_model import ClusterView, MemberView
+from raftpg.cli.ctl_rolling_daemon import daemon_times, raftpg_started, restart_daemon
 from raftpg.cli.ctl_rolling_plan import (
     RunState,
     default_state_path,
@@ -206,28 +209,52 @@ def _healthy_or_refuse(run: Run, resuming: bool) -> ClusterView:
     return cluster
 
 
-def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | None]) -> list[list[str]]:
+def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | None],
+               daemons: dict[str, float | None] | None) -> list[list[str]]:
+    """`daemons`: with --daemon, each member's current raftpg start time."""
     rows = []
     for name in sorted(state.started, key=lambda n: (n == state.old_primary, n)):
         done = "done" if state.done(name, times.get(name)) else "to do"
+        daemon = "done" if daemons is not None and state.daemon_done(name, daemons.get(name)) else "to do"
         if name == state.old_primary:
             leader = cluster.leader
             moved = leader is not None and leader.name != name
+            if daemons is not None:
+                rows.append([name, "restart raftpg, keeping the lease", daemon])
             rows.append([name, "switchover to the best restarted replica", "done" if moved else "to do"])
             rows.append([name, "resume; PostgreSQL starts again as a replica", done])
         else:
             rows.append([name, "restart PostgreSQL", done])
+            if daemons is not None:
+                rows.append([name, "restart raftpg", daemon])
     return rows
 
 
-def _new_state(session: Session, cluster: ClusterView) -> RunState:
+def _new_state(session: Session, cluster: ClusterView, daemon: bool) -> RunState:
     times = {m.name: start_time(session, m) for m in cluster.members}
     unknown = sorted(name for name, t in times.items() if t is None)
     if unknown:
         raise CtlError(f"rolling restart refused: cannot read the postmaster start time of {', '.join(unknown)} "
                        "(give -c NODE.yml so ctl can ask PostgreSQL)")
     assert cluster.leader is not None
-    return RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None})
+    daemons = daemon_times(session, [m.name for m in cluster.members]) if daemon else {}
+    return RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None}, daemons)
+
+
+def _daemon_step(run: Run, state: RunState, name: str) -> None:
+    """--daemon: replace the member's raftpg unless this run already did."""
+    if state.daemon_done(name, raftpg_started_quiet(run.session, name)):
+        run.skip(name, "restart raftpg", "already restarted in this run")
+        return
+    run.step(name, "restart raftpg",
+             functools.partial(restart_daemon, run.session, state, name, run.wait, run.timeout))
+
+
+def raftpg_started_quiet(session: Session, name: str) -> float | None:
+    try:
+        return raftpg_started(session, name)
+    except CtlError:
+        return None
 
 
 def _switchover_step(run: Run, state: RunState) -> None:
@@ -263,14 +290,16 @@ def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
     resuming = state is not None
     cluster = _healthy_or_refuse(run, resuming)
     if state is None:
-        state = _new_state(session, cluster)
+        state = _new_state(session, cluster, args.daemon)
     times = {m.name: start_time(session, m) for m in cluster.members}
+    daemons = {m.name: raftpg_started_quiet(session, m.name) for m in cluster.members} if args.daemon else None
     heading = f"Rolling restart of cluster {cluster.scope}" + (" (continuing an interrupted run)" if resuming else "")
     if not run.quiet or args.dry_run:
-        session.print(render_grid(("Member", "Action", "Status"), _plan_rows(cluster, state, times), heading))
+        session.print(render_grid(("Member", "Action", "Status"), _plan_rows(cluster, state, times, daemons), heading))
     if args.dry_run:
         return 0
-    session.confirm(args.force, f"Pause cluster {cluster.scope} and restart every member's PostgreSQL?")
+    what = "PostgreSQL and raftpg" if args.daemon else "PostgreSQL"
+    session.confirm(args.force, f"Pause cluster {cluster.scope} and restart every member's {what}?")
     save_state(path, state)
     old = state.old_primary
     replicas = [n for n in sorted(state.started) if n != old]
@@ -285,9 +314,16 @@ def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
             raise CtlError(f"{name} became the primary meanwhile (a failover?); the cluster stays paused")
         else:
             run.step(name, "restart PostgreSQL", functools.partial(restart_member, run, name, state.started[name]))
+        if args.daemon:
+            _daemon_step(run, state, name)
     if switched:
         run.skip(old, "switchover", f"{_leader_name(session)} is already the primary")
+        if args.daemon and not state.daemon_done(old, raftpg_started_quiet(session, old)):
+            run.say(f"{old}: its raftpg was not restarted (the primary moved before): restart it under "
+                    "`raftpg ctl pause` (systemctl restart raftpg)", "yellow")
     else:
+        if args.daemon:
+            _daemon_step(run, state, old)
         _switchover_step(run, state)
     if session.cluster().paused:
         run.step("cluster", "resume", functools.partial(set_pause, run, False))
@@ -316,6 +352,9 @@ def _summary(run: Run, fmt: str) -> None:
 def register(verbs: Any, verb: Callable[[Any, str, Any, str], argparse.ArgumentParser]) -> None:
     p = verb(verbs, "rolling-restart", cmd_rolling_restart,
              "restart every member's PostgreSQL in turn under pause, with one switchover")
+    p.add_argument("--daemon", action="store_true",
+                   help="also restart each member's raftpg process (to run a binary replaced on disk); the "
+                        "primary's keeps its lease; needs a supervisor that starts raftpg again (systemd unit)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     p.add_argument("-f", "--format", choices=("pretty", "json"), default="pretty",

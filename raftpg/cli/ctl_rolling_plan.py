@@ -34,14 +34,18 @@ class RunState:
     scope: str
     old_primary: str
     started: Mapping[str, float] = field(default_factory=_empty)
+    daemons: Mapping[str, float] = field(default_factory=_empty)
+    """With --daemon: each member's raftpg process start time (its /patroni raftpg.started_at)."""
 
     def done(self, name: str, start_time: float | None) -> bool:
-        before = self.started.get(name)
-        return before is not None and start_time is not None and start_time != before
+        return _changed(self.started.get(name), start_time)
+
+    def daemon_done(self, name: str, started_at: float | None) -> bool:
+        return _changed(self.daemons.get(name), started_at)
 
     def to_json(self) -> str:
         return json.dumps({"version": STATE_VERSION, "scope": self.scope, "old_primary": self.old_primary,
-                           "started": dict(self.started)}, indent=2, sort_keys=True)
+                           "started": dict(self.started), "daemons": dict(self.daemons)}, indent=2, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> RunState | None:
@@ -52,15 +56,20 @@ class RunState:
             return None
         if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
             return None
-        started = doc.get("started")
-        if not isinstance(started, dict) or not isinstance(doc.get("scope"), str) \
+        started, daemons = doc.get("started"), doc.get("daemons", {})
+        if not isinstance(started, dict) or not isinstance(daemons, dict) or not isinstance(doc.get("scope"), str) \
                 or not isinstance(doc.get("old_primary"), str):
             return None
         try:
             times = {str(k): float(v) for k, v in started.items()}
+            daemon_times = {str(k): float(v) for k, v in daemons.items()}
         except (TypeError, ValueError):
             return None
-        return RunState(doc["scope"], doc["old_primary"], MappingProxyType(times))
+        return RunState(doc["scope"], doc["old_primary"], MappingProxyType(times), MappingProxyType(daemon_times))
+
+
+def _changed(before: float | None, now: float | None) -> bool:
+    return before is not None and now is not None and now != before
 
 
 def default_state_path(scope: str) -> Path:

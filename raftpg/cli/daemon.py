@@ -8,12 +8,15 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import IO
 
 from raftpg.api import start_api
+from raftpg.api.app import ApiOptions
 from raftpg.cli import sdnotify
 from raftpg.cli.backend import DaemonBackend
+from raftpg.cli.self_exec import EX_TEMPFAIL
 from raftpg.clock import boottime
 from raftpg.config import Settings, raft_timings
 from raftpg.consensus import ConsensusError, RaftNode, Snapshot, rejoin
@@ -68,6 +71,7 @@ def check_duplicate_member(settings: Settings, snap: Snapshot, ttl: float) -> No
 
 
 async def run_daemon(settings: Settings) -> int:
+    started_at = time.time()
     if os.geteuid() == 0:
         logger.error("refusing to run as root: PostgreSQL refuses it too; run raftpg as the database OS user")
         return 2
@@ -77,7 +81,7 @@ async def run_daemon(settings: Settings) -> int:
         logger.error("%s", exc)
         return 1
     try:
-        return await _run(settings)
+        return await _run(settings, started_at)
     except StartupError as exc:
         logger.error("%s", exc)
         return 1
@@ -110,7 +114,19 @@ class _Reloader:
             logger.error("SIGHUP: reload failed: %s", exc)
 
 
-async def _run(settings: Settings) -> int:
+class _Exit:
+    """How the process ends: 0 on SIGTERM/SIGINT, EX_TEMPFAIL when asked to restart itself."""
+
+    def __init__(self) -> None:
+        self.stop = asyncio.Event()
+        self.code = 0
+
+    def restart(self) -> None:
+        self.code = EX_TEMPFAIL
+        self.stop.set()
+
+
+async def _run(settings: Settings, started_at: float) -> int:
     ttl = settings.bootstrap.dcs.ttl
     ha: HaLoop | None = None
     last_key: list[tuple[object, ...]] = [()]
@@ -138,7 +154,8 @@ async def _run(settings: Settings) -> int:
         await raft.start()
     except ConsensusError as exc:
         raise StartupError(f"cannot start the Raft replica: {exc}") from exc
-    stop = asyncio.Event()
+    exit_ = _Exit()
+    stop = exit_.stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -150,7 +167,7 @@ async def _run(settings: Settings) -> int:
         fence = FenceClient(settings.raft.data_dir, settings.postgresql.data_dir)
         ha = HaLoop(settings, raft, pg, fence)
         backend = DaemonBackend(settings, raft, ha)
-        api = await start_api(backend)
+        api = await start_api(backend, ApiOptions(started_at=started_at, restart_daemon=exit_.restart))
         logger.info("REST API on %s; waiting for the Raft log to catch up", settings.restapi.listen)
         while not stop.is_set():
             try:
@@ -161,7 +178,7 @@ async def _run(settings: Settings) -> int:
                 sdnotify.notify("STATUS=waiting for a Raft majority (are the other members started?)")
                 await asyncio.sleep(BARRIER_RETRY)
         if stop.is_set():
-            return 0
+            return exit_.code
         if joining:
             raft.finish_joining()
             rejoin.done(settings.raft.data_dir)
@@ -183,7 +200,7 @@ async def _run(settings: Settings) -> int:
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(ha_task, timeout=max(ttl, 10.0))
         await ha.shutdown(handover_timeout=max(ttl, 10.0))
-        return 0
+        return exit_.code
     finally:
         if api is not None:
             await api.stop()

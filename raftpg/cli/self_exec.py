@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 
+EX_TEMPFAIL = 75
+"""sysexits.h "try again": the exit code by which `raftpg run` asks its supervisor (systemd's
+RestartForceExitStatus, the launcher's Supervisor) to start it again, e.g. from a new binary."""
+
 
 def raftpg_command() -> list[str]:
     """argv prefix for `raftpg ...`; append the subcommand and its arguments."""

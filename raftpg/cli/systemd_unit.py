@@ -51,15 +51,20 @@ ExecStart={options.binary} run -c {options.config}
 # SIGHUP rewrites PostgreSQL's configuration from raftpg's and reloads PostgreSQL (as `raftpg ctl
 # reload`). Changes to {options.config} itself take effect on a restart.
 ExecReload=/bin/kill -HUP $MAINPID
-# SIGTERM to raftpg only: it hands the lease over and stops PostgreSQL and its fence itself.
-# Signalling the whole group would stop PostgreSQL behind its back.
-KillMode=mixed
+# SIGTERM to raftpg only, and nothing else killed when it has exited: it hands the lease over and
+# stops PostgreSQL and its fence itself. Paused (raftpg ctl pause) it leaves both running, so that
+# a restarted raftpg (an upgrade) takes the primary over with its lease; mixed or control-group
+# would SIGKILL PostgreSQL behind its back once raftpg is gone.
+KillMode=process
 KillSignal=SIGTERM
 TimeoutStopSec={options.stop_timeout}
 # The first node waits for a Raft majority: as long as the other hosts take to come up.
 TimeoutStartSec=infinity
 Restart=on-failure
 RestartSec=5
+# 75 (EX_TEMPFAIL): raftpg asked to be replaced (`raftpg ctl rolling-restart --daemon`); start it
+# again whatever Restart= says. RestartSec plus start-up must stay well under the lease ttl.
+RestartForceExitStatus=75
 LimitNOFILE=65536
 NoNewPrivileges=true
 PrivateTmp=true

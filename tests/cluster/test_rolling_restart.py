@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.cli.supervisor import Supervisor
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.safety import SafetyChecker
 
@@ -152,6 +153,36 @@ def test_interrupted_run_continues(cluster: LocalCluster, state_file: Path) -> N
         assert after[name] == at_kill[name], f"{name} was restarted again by the resumed run"
     assert all(after[name] != before[name] for name in cluster.nodes), (before, after)
     assert new_primary != primary and not paused(cluster, new_primary)
+
+
+def test_rolling_restart_of_postgres_and_raftpg_with_a_writer(cluster: LocalCluster, state_file: Path) -> None:
+    """--daemon: every raftpg process replaced too (as after installing a new binary), the
+    primary's under pause keeping its lease; still one switchover, nothing lost."""
+    primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+    before = start_times(cluster)
+    pids = {name: node.raftpg_pid() for name, node in cluster.nodes.items()}
+    history = switchovers(cluster, primary)
+    with Supervisor(cluster) as supervisor, SafetyChecker(cluster) as checker:
+        wait_for(lambda: len(checker.writer.acked) > 50 or None, 30, "the writer to get going")
+        began = time.monotonic()
+        doc = summary(rolling(cluster, state_file, "--format", "json", "--daemon"))
+        new_primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
+        gap = checker.writer.max_gap(began)
+        checker.verify()
+    after = start_times(cluster)
+    assert all(after[name] != before[name] for name in cluster.nodes), (before, after)
+    replaced = {name: node.raftpg_pid() for name, node in cluster.nodes.items()}
+    assert all(replaced[name] not in (None, pids[name]) for name in cluster.nodes), (pids, replaced)
+    assert sorted(r.node for r in supervisor.restarts) == sorted(cluster.nodes)
+    daemon_steps = [s for s in doc["steps"] if s["action"] == "restart raftpg"]
+    assert sorted(s["member"] for s in daemon_steps) == sorted(cluster.nodes)
+    assert new_primary != primary
+    assert switchovers(cluster, new_primary) == history + 1  # the primary's raftpg restart moved nothing
+    assert not paused(cluster, new_primary) and not state_file.exists()
+    primary_step = next(s for s in daemon_steps if s["member"] == primary)
+    print(f"\nrolling restart --daemon: total {doc['total_seconds']:.1f}s, longest write gap {gap:.2f}s, "
+          f"primary's raftpg replaced in {primary_step['took_seconds']:.1f}s, "
+          f"{len(checker.writer.acked)} acknowledged writes, 0 lost; steps {doc['steps']}")
 
 
 def start_times_quiet(cluster: LocalCluster) -> dict[str, float | None]:

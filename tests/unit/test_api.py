@@ -892,6 +892,38 @@ async def test_refused_restart_and_reinitialize_are_503() -> None:
     assert status == 503
 
 
+@contextlib.asynccontextmanager
+async def supervised_api(backend: FakeBackend, restarts: list[str]) -> AsyncIterator[TestClient[Any, Any]]:
+    options = ApiOptions(wall_clock=lambda: WALL, started_at=WALL - 30,
+                         restart_daemon=lambda: restarts.append("exit 75"))
+    async with TestClient(TestServer(make_app(backend, options))) as client:
+        yield client
+
+
+async def test_daemon_restart_while_paused_exits_for_the_supervisor_and_publishes_the_start() -> None:
+    restarts: list[str] = []
+    backend = FakeBackend(primary_status(paused=True))
+    async with supervised_api(backend, restarts) as client:
+        assert (await (await client.get("/patroni")).json())["raftpg"]["started_at"] == WALL - 30
+        extra = await client.post("/restart", json={"daemon": True, "role": "primary"})
+        assert extra.status == 400
+        answer = await client.post("/restart", json={"daemon": True})
+        assert answer.status == 202 and (await answer.json())["message"] == "raftpg restarting"
+    assert restarts == ["exit 75"] and backend.calls == []
+
+
+async def test_daemon_restart_refused_unpaused_or_without_a_supervisor() -> None:
+    restarts: list[str] = []
+    async with supervised_api(FakeBackend(primary_status(paused=False)), restarts) as client:
+        unpaused = await client.post("/restart", json={"daemon": True})
+        assert unpaused.status == 503 and "paused" in (await unpaused.json())["error"]
+    async with api(FakeBackend(primary_status(paused=True))) as client:
+        alone = await client.post("/restart", json={"daemon": True})
+        assert alone.status == 503 and "supervisor" in (await alone.json())["error"]
+        assert "started_at" not in (await (await client.get("/patroni")).json())["raftpg"]
+    assert restarts == []
+
+
 async def test_delete_restart_reload_reinitialize() -> None:
     backend = FakeBackend()
     async with api(backend) as client:

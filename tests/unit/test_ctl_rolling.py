@@ -62,12 +62,20 @@ def test_done_means_a_new_postmaster_start_time() -> None:
     assert not state.done("new-member", 5.0)
 
 
+def test_a_daemon_is_done_when_its_raftpg_process_start_time_changed() -> None:
+    state = RunState("demo", "a", MappingProxyType({"a": 100.0}), MappingProxyType({"a": 7.0}))
+    assert not state.daemon_done("a", 7.0) and not state.daemon_done("a", None)
+    assert state.daemon_done("a", 9.5)
+    assert not RunState("demo", "a").daemon_done("a", 9.5)
+
+
 def test_state_round_trips_and_ignores_other_scopes_and_junk(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.json"
-    state = RunState("demo", "a", MappingProxyType({"a": 1.5, "b": 2.5}))
+    state = RunState("demo", "a", MappingProxyType({"a": 1.5, "b": 2.5}), MappingProxyType({"a": 9.0}))
     save_state(path, state)
     loaded = load_state(path, "demo")
     assert loaded is not None and loaded.old_primary == "a" and dict(loaded.started) == {"a": 1.5, "b": 2.5}
+    assert dict(loaded.daemons) == {"a": 9.0}
     assert load_state(path, "other") is None
     path.write_text("{not json")
     assert load_state(path, "demo") is None

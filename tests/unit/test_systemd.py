@@ -34,7 +34,9 @@ def test_unit_runs_the_daemon_as_postgres_with_notify_and_reload(capsys: pytest.
     assert service["Restart"] == "on-failure"
     assert service["ExecStart"] == "/opt/raftpg run -c /etc/raftpg/a.yml"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
-    assert service["KillMode"] == "mixed"
+    # raftpg stops PostgreSQL itself; paused, PostgreSQL outlives a raftpg restart (an upgrade).
+    assert service["KillMode"] == "process"
+    assert service["RestartForceExitStatus"] == "75"
     # Two full waits of the lease ttl (HA cycle, hand-over) plus the checkpoint margin.
     assert int(service["TimeoutStopSec"]) == 2 * 30 + 60
 

@@ -124,3 +124,26 @@ async def test_a_full_raft_disk_stops_the_replica_cleanly_and_it_catches_up_when
         finally:
             child.stop()
             await cluster.stop_all()
+
+
+async def test_a_sparse_journal_on_a_full_disk_is_a_start_up_error(tmp_path: Path) -> None:
+    """A journal pysyncobj grew alone (an older raftpg) has holes: start-up allocates them first,
+    so a full disk refuses the start with the reason instead of faulting later."""
+    cluster = Cluster(tmp_path, 1)
+    data_dir = cluster.data_dir(0)
+    with small_tmpfs(data_dir):
+        bare = FileJournal(str(data_dir / JOURNAL_FILE))
+        for idx in range(1, 10):
+            bare.add(PAD.encode(), idx, 1)
+        bare._destroy()
+        fill(data_dir)
+        with pytest.raises(ConsensusError, match=f"Raft journal: no space left on device in {data_dir} "):
+            await cluster.start(0)
+        assert cluster.running() == []
+        free(data_dir)
+        await cluster.start(0)
+        try:
+            await cluster.node(0).barrier(timeout=10)
+            assert cluster.node(0).raft_status().log_len >= 9
+        finally:
+            await cluster.stop_all()

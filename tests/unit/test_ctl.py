@@ -63,6 +63,7 @@ class FakeApi:
     states: dict[str, list[str]] = field(default_factory=dict)  # member -> states /patroni answers in turn
     peer_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> its raftpg.peer_problems
     needs_reinit: dict[str, str] = field(default_factory=dict)  # member -> its needs_reinit in /cluster
+    daemon_started: dict[str, float] = field(default_factory=dict)  # member -> its raftpg.started_at
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
@@ -108,7 +109,9 @@ class FakeApi:
             "pause": self.paused,
             "patroni": {"version": "0.1.0", "scope": "demo", "name": name},
             "raftpg": {"raft": {"self_addr": f"127.0.0.1:{7001 + index}"},
-                       "peer_problems": self.peer_problems.get(name, {})},
+                       "peer_problems": self.peer_problems.get(name, {})}
+            | ({"started_at": self.daemon_started[name]} if name in self.daemon_started else {}),
+            **({} if name == self.leader else {"replication_state": "streaming"}),
         }
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -244,6 +247,34 @@ async def test_list_footnotes_members_waiting_for_reinit_with_the_fix(fake: Fake
     tail = capsys.readouterr().out.rstrip().splitlines()[-2:]
     assert [line.strip() for line in tail] == [
         "Needs reinit:", "n3: pg_rewind cannot succeed; to re-clone it: raftpg ctl reinit demo n3"]
+
+
+async def test_rolling_restart_daemon_plan_replaces_each_raftpg_the_primarys_before_the_switchover(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fake.pending = set()
+    fake.daemon_started = {"n1": 1.0, "n2": 2.0, "n3": 3.0}
+    state = str(tmp_path / "state.json")
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--dry-run", "--state-file", state) == 0
+    rows = [[c.strip() for c in line.split("|")[1:4]] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| n")]
+    assert rows == [
+        ["n2", "restart PostgreSQL", "to do"], ["n2", "restart raftpg", "to do"],
+        ["n3", "restart PostgreSQL", "to do"], ["n3", "restart raftpg", "to do"],
+        ["n1", "restart raftpg, keeping the lease", "to do"],
+        ["n1", "switchover to the best restarted replica", "to do"],
+        ["n1", "resume; PostgreSQL starts again as a replica", "to do"],
+    ]
+    assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
+
+
+async def test_rolling_restart_daemon_refused_when_a_member_cannot_restart_its_raftpg(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fake.pending = set()
+    fake.daemon_started = {"n1": 1.0, "n2": 2.0}
+    state = str(tmp_path / "state.json")
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--force", "--state-file", state) == 1
+    assert "n3 publish no raftpg.started_at" in capsys.readouterr().err
+    assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
 
 
 async def test_list_json_has_patronictl_keys(fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

@@ -519,13 +519,14 @@ class RaftNode:
                 return
             if error == _STOPPED:
                 raise ConsensusError(f"{verb} {addr}: Raft replica stopped")
-            if error in _RETRY or error == FAIL_REASON.REQUEST_DENIED:
-                denied = error == FAIL_REASON.REQUEST_DENIED
-                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            await self._resolve({"op": f"{verb}_member_addr"}, resolve, deadline, f"error {error}")
-            return
+            # Any other failure (the Raft leader changed or discarded the entry, typically because the
+            # member being removed was the Raft leader) is retried: a change already applied is seen by
+            # resolve() above, and pysyncobj applies a repeated add or remove as a no-op.
+            denied = error == FAIL_REASON.REQUEST_DENIED
+            if error not in _RETRY and not denied:
+                logger.info("Raft membership: %s %s not committed (error %s): proposing it again", verb, addr, error)
+            await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
 
     def _schedule_change(self) -> None:
         """Tick thread: ask the loop to run on_change. Notifications coalesce: on_change reads the

@@ -494,3 +494,17 @@ async def test_regenerate_the_v1_fixture(tmp_path: Path) -> None:
     for name in ("raft.journal", "raft.journal.meta", "raft.dump"):
         shutil.copy(tmp_path / "raft" / name, FIXTURE_V1 / "raft" / name)
     (FIXTURE_V1 / "expected_state.json").write_text(json.dumps(expected, indent=2, sort_keys=True) + "\n")
+
+
+async def test_removing_the_raft_leader_right_after_it_died(cluster: Cluster) -> None:
+    """The operator's `ctl members remove` of a dead member that was the Raft leader: proposals
+    made while the survivors elect a new leader (missing leader, leader changed, discarded) are
+    proposed again until one commits; the two survivors then form the whole cluster."""
+    old = await cluster.wait_leader()
+    await cluster.stop(old)
+    survivor = cluster.running()[0]
+    await cluster.node(survivor).remove_member_addr(cluster.addrs[old], timeout=15.0)
+    for i in cluster.running():
+        await wait_until(lambda i=i: cluster.addrs[old] not in cluster.node(i).raft_status().partners, 5.0,
+                         f"node {i} to drop the removed member")
+    assert await cluster.node(survivor).acquire_lease("a", "ia", 0, 0, 3.0, timeout=CMD_TIMEOUT)

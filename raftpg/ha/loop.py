@@ -82,6 +82,7 @@ class HaLoop:
         self._watchdog_problem: str | None = None
         self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id, self.watchdog)
         self.http = MemberClient(settings.restapi)
+        self._parsed_config: tuple[int, DynamicConfig] | None = None
         self.executor = Executor(settings, raft, pg, self.lease, self.config, self.http)
         self.executor.before_demote = self.invalidate_primary_status
         self._wake = asyncio.Event()
@@ -118,14 +119,21 @@ class HaLoop:
         return had
 
     def config(self) -> DynamicConfig:
-        raw = self.raft.snapshot().config
-        if not raw:
-            return self.settings.bootstrap.dcs
-        try:
-            return DynamicConfig.from_dict(raw)
-        except ConfigError as exc:
-            logger.error("dynamic configuration in Raft is invalid (%s); using the bootstrap one", exc)
-            return self.settings.bootstrap.dcs
+        """The dynamic configuration in force, parsed once per version (every set_config bumps it)
+        and shared: DynamicConfig is immutable, so the loop and the executor may hold it."""
+        snap = self.raft.snapshot()
+        cached = self._parsed_config
+        if cached is not None and cached[0] == snap.config_version:
+            return cached[1]
+        config = self.settings.bootstrap.dcs
+        if snap.config:
+            try:
+                config = DynamicConfig.from_dict(snap.config)
+            except ConfigError as exc:
+                logger.error("dynamic configuration version %s in Raft is invalid (%s); using the bootstrap one",
+                             snap.config_version, exc)
+        self._parsed_config = (snap.config_version, config)
+        return config
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:

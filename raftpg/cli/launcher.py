@@ -30,8 +30,8 @@ from raftpg.cli.netns import NetnsHosts
 from raftpg.cli.self_exec import independent_environment, raftpg_command
 from raftpg.config import Auth, discover_bin_dir, generate_raft_password
 from raftpg.fence.client import FenceClient
+from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.http.client import HttpClient, HttpFailure, TlsFiles
-from raftpg.postgres.kill import kill_postmaster_tree
 
 T = TypeVar("T")
 

@@ -1,5 +1,4 @@
-"""raftpg.postgres: one local PostgreSQL (instance.py), its configuration (conf.py) and the fence
-(fence.py). Knows nothing of Raft; imported by ha/, api/ and cli/ only.
-
-Kept empty of imports on purpose: the fence process imports this package and must start small.
+"""raftpg.postgres: one local PostgreSQL — initdb, clone, start/stop/promote, rewind (instance.py),
+its configuration (conf.py), status and data directory. Knows nothing of Raft; imported by ha/, api/
+and cli/ only. The fence that guards the postmaster lives in raftpg.fence.
 """

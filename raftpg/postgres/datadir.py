@@ -9,7 +9,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from raftpg.postgres.kill import stat_fields
+from raftpg.fence.kill import process_alive, process_cmdline, stat_fields
 
 logger = logging.getLogger(__name__)
 
@@ -37,27 +37,6 @@ def process_state(pid: int) -> str | None:
     """The one-letter state from /proc/<pid>/stat, or None if there is no such process."""
     fields = stat_fields(pid)
     return fields[0] if fields else None
-
-
-def process_alive(pid: int) -> bool:
-    """True if pid is a live process; a zombie (killed but not yet reaped) counts as dead."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    return process_state(pid) not in (None, "Z", "X")
-
-
-def process_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def lock_file_pid(data_dir: Path) -> int | None:

@@ -25,12 +25,12 @@ from psycopg.abc import Params
 from psycopg.rows import TupleRow
 
 from raftpg.config import Address, PostgresSettings
+from raftpg.fence.kill import kill_postmaster_tree, process_alive
 from raftpg.postgres import conf, datadir
 from raftpg.postgres.command import command_env, run_command
 from raftpg.postgres.controldata import ControlData, read_controldata
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError, QueryFailed, StartFailed
-from raftpg.postgres.kill import kill_postmaster_tree
 from raftpg.postgres.session import PgSession, Statement
 from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
 from raftpg.postgres.status import PgStatus, query_status
@@ -307,7 +307,7 @@ class PostgresInstance:
                 logger.warning("pg_ctl stop -m %s failed: %s", mode, result.output)
         except CommandTimeout:
             logger.warning("pg_ctl stop -m %s did not return within %.1fs", mode, timeout)
-        if datadir.process_alive(pid):
+        if process_alive(pid):
             killed = kill_postmaster_tree(pid)
             logger.error("postmaster %d survived pg_ctl stop -m %s; SIGKILLed %s", pid, mode, killed)
             if not await _wait_gone(pid, _KILL_WAIT):
@@ -612,7 +612,7 @@ class PostgresInstance:
 async def _wait_gone(pid: int, timeout: float, *, reaped: bool = False) -> bool:
     """Poll until pid is dead (reaped=False: a zombie counts) or gone from the process table."""
     def present() -> bool:
-        return datadir.process_state(pid) is not None if reaped else datadir.process_alive(pid)
+        return datadir.process_state(pid) is not None if reaped else process_alive(pid)
 
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 
 from raftpg.cli.launcher import LocalCluster
-from raftpg.postgres.kill import children_of
+from raftpg.fence.kill import children_of
 
 NFT_TABLE = "raftpg_chaos"
 COMMAND_TIMEOUT = 10.0

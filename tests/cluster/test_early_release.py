@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from raftpg.cli.launcher import LocalCluster, wait_for
-from raftpg.postgres.datadir import process_alive
+from raftpg.fence.kill import process_alive
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]

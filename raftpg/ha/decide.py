@@ -309,6 +309,14 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
             and holder_member.timeline is not None
             and local.timeline != holder_member.timeline
         )
+        if diverged and local.needs_rewind and local.rewind_not_needed_from == holder:
+            # pg_rewind found our WAL a prefix of the holder's history, yet the standby could not
+            # become consistent: the WAL it still needs is gone from every member (a source re-cloned
+            # or recycled it). Rewinding again changes nothing. Our WAL holds no write the holder
+            # lacks ("not needed"), so a re-clone loses nothing; the directory is moved aside.
+            return [MoveDataAside(f"pg_rewind found nothing to rewind from {holder}, yet the standby could not "
+                                  "become consistent: the WAL it needs is gone; moving the data directory aside "
+                                  "to re-clone")]
         if diverged:
             if not cluster.config.use_pg_rewind:
                 return [Idle("former primary on another timeline and use_pg_rewind is off", warning=True)]

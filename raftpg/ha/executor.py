@@ -44,7 +44,7 @@ from raftpg.http.client import MemberClient
 from raftpg.postgres.conf import PROMOTION_PARAMETERS, build_parameters, slot_name_for
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
-from raftpg.postgres.instance import PostgresInstance
+from raftpg.postgres.instance import PostgresInstance, RewindOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class Executor:
         self.rewind_failure: RewindFailure | None = None
         self.rewound = False  # pg_rewind (or its "not needed") already made us a valid standby
         self.needs_rewind = False  # a standby that could not start or stream: rewind if timelines differ
+        self.rewind_not_needed_from: str | None = None  # pg_rewind found nothing to do against this holder
         self.bootstrap_failed = False
         self.requests: list[tuple[LocalRequest, asyncio.Future[str] | None]] = []
         self.sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: unknown)
@@ -181,6 +182,7 @@ class Executor:
         self.state = "starting"
         self._block_commits_until_sync()
         self.rewound = False  # from here on the data directory is a primary's: never skip pg_rewind
+        self.rewind_not_needed_from = None
         try:
             # Bounded by primary_start_timeout: a server that cannot recover must not hold the lease.
             await self.pg.start(standby=False, upstream=None, slot=None, parameters=self.parameters(),
@@ -218,6 +220,7 @@ class Executor:
             return False
         self._block_commits_until_sync()
         self.rewound = False  # from here on the data directory may be a primary's: never skip pg_rewind
+        self.rewind_not_needed_from = None
         await self.pg.reload(parameters={**self.parameters(), **PROMOTION_PARAMETERS}, timeout=config.retry_timeout)
         await self.pg.promote(timeout=self._slow_timeout())
         self.upstream = None
@@ -453,6 +456,7 @@ class Executor:
         self.rewind_failure = None
         self.rewound = True
         self.needs_rewind = False
+        self.rewind_not_needed_from = action.source if result.outcome is RewindOutcome.NOT_NEEDED else None
         return True
 
     async def _stop_and_report(self, cluster: ClusterView, own_lsn: int, timeout: float) -> str | None:

@@ -344,6 +344,8 @@ class HaLoop:
             self.executor.sync_names = pg.synchronous_standby_names or ""
         was_primary = (control is not None and control.cluster_state in ("in production", "shut down")
                        and not self.executor.rewound)
+        if pg.streaming:
+            self.executor.rewind_not_needed_from = None  # that rewind's verdict led to a working standby
         return LocalView(
             name=self.settings.name,
             instance_id=self.instance_id,
@@ -371,6 +373,7 @@ class HaLoop:
             sync_switch_lsn=self.executor.sync_switch_lsn,
             cannot_lead=self._cannot_lead(),
             needs_rewind=self.executor.needs_rewind,
+            rewind_not_needed_from=self.executor.rewind_not_needed_from,
             standby_stuck=self._standby_stuck(role, standby_mode, pg, now, config.ttl),
             standby_mode=standby_mode,
         )

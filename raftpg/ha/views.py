@@ -187,6 +187,7 @@ class LocalView:
     rewind_hopeless: bool = False  # pg_rewind failed on our own WAL: retrying cannot help
     rewind_interrupted: bool = False  # a pg_rewind began changing the data directory and never finished
     needs_rewind: bool = False  # our standby could not start or stream: rewind if the timeline differs
+    rewind_not_needed_from: str | None = None  # holder against which pg_rewind last found nothing to do
     standby_stuck: bool = False  # standby (running or still recovering) that has not streamed for longer than ttl
     standby_mode: bool = False  # standby.signal is there: a postmaster we cannot query yet is a recovering standby
     cannot_lead: str | None = None  # disk nearly full, required watchdog unavailable: step down, never lead

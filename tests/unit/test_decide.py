@@ -527,6 +527,22 @@ def test_standby_that_failed_to_start_rewinds_when_timelines_differ() -> None:
     assert kinds(actions) == [A.Rewind]
 
 
+def test_standby_that_stays_inconsistent_after_rewind_not_needed_is_recloned() -> None:
+    """chaos seed 200, fault 198: pg_rewind said "not needed" against node1, but the WAL the standby
+    needs to become consistent is gone everywhere; rewinding again would loop forever."""
+    the_cluster = cluster(members=[member("node1", role="primary", timeline=119), member("node2")])
+    stuck = local(role=PgRole.STOPPED, timeline=114, needs_rewind=True, rewind_not_needed_from="node1")
+    actions = decide(the_cluster, stuck)
+    assert kinds(actions) == [A.MoveDataAside]
+    assert "nothing to rewind from node1" in actions[0].reason
+    # Against another holder (or before the standby failed again) the rewind is tried first.
+    assert kinds(decide(the_cluster, replace(stuck, rewind_not_needed_from="node3"))) == [A.Rewind]
+    assert kinds(decide(the_cluster, replace(stuck, needs_rewind=False, was_primary=True))) == [A.Rewind]
+    # Paused: nothing is moved.
+    assert kinds(decide(cluster(members=[member("node1", role="primary", timeline=119), member("node2")],
+                                pause=True), stuck)) == [A.Idle]
+
+
 # --- the restart path: primary_start_timeout follows the mode ---------------------------------------
 
 @pytest.mark.parametrize(

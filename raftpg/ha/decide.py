@@ -117,6 +117,13 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
             return [renew, Idle("PostgreSQL is not answering; keeping the lease for now", warning=True)]
         if cluster.paused:
             return [renew, Idle("paused: PostgreSQL is not running and will not be restarted")]
+        if not local.was_primary:
+            # A standby's data directory (e.g. a switchover target killed after the hand-over, before it
+            # promoted). Started as a primary, recovery would end on pg_control's timeline and drop the
+            # WAL it received on a newer one: acknowledged writes (chaos seed 200 lost 804 this way).
+            # As a standby it replays everything it received; the replica path then promotes it.
+            return [renew, StartStandby("holding the lease with a standby's data directory: starting it as a "
+                                        "standby to replay all the WAL it received, then promoting", None)]
         return [renew, StartPrimary("holding the lease and PostgreSQL is not running: starting it as primary")]
     actions: list[Action] = [renew, *_sync_actions(cluster, local)]
     expired = sorted(m.name for m in cluster.members.values()

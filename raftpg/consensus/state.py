@@ -96,18 +96,28 @@ def _holds(state: State, name: Any, instance_id: Any, version: Any) -> bool:
 
 def _new_holder(state: State, holder: str | None, instance_id: str | None, request_id: Any) -> None:
     lease = state["lease"]
+    if holder is None or holder != lease["holder"]:
+        # A reclaim by the same member (its process restarted) still owes the hand-over LSN.
+        lease["lsn_at_handover"] = None
     lease["holder"] = holder
     lease["instance_id"] = instance_id
     lease["version"] += 1
     lease["revision"] += 1
     lease["request_id"] = request_id
-    lease["lsn_at_handover"] = None
     lease["bootstrapping"] = False
 
 
-def _reset_sync(state: State, leader: str | None) -> None:
-    """DESIGN rule 5: a new holder starts with no sync standby that could promote over its writes."""
-    state["sync"] = {"leader": leader, "members": []}
+def _inherit_sync(state: State, leader: str) -> None:
+    """DESIGN rule 5: the sync record survives a change of holder.
+
+    It says where every commit acknowledged so far lies ("on `quorum` of `members`"), and that stays
+    true whoever holds the lease next. Resetting it would let a member that lacks those commits
+    promote if the new holder dies before its standbys caught up (chaos seed 200: a switchover
+    target killed before it promoted). The new holder's own commits stay blocked until it has
+    published its set, and it narrows this record only once the new members flushed past the
+    switch (ha/sync.py)."""
+    sync = state["sync"]
+    state["sync"] = {**sync, "leader": leader} if isinstance(sync, dict) else {"leader": leader, "members": []}
 
 
 def ensure_cluster(state: State, scope: str) -> bool:
@@ -141,7 +151,7 @@ def acquire_lease(
     lease["ttl"] = float(ttl)
     lease["bootstrapping"] = bool(bootstrapping)
     lease["acquired_wall"] = wall_time
-    _reset_sync(state, name)
+    _inherit_sync(state, name)
     return True
 
 
@@ -184,7 +194,12 @@ def handover_lease(
     lsn: int | None,
     request_id: str,
 ) -> bool:
-    """DESIGN rule 4: the old primary hands over with its shutdown checkpoint LSN recorded."""
+    """DESIGN rule 4: the old primary hands over with its shutdown checkpoint LSN recorded.
+
+    It stopped cleanly and the target has received everything up to that checkpoint, so every
+    commit acknowledged so far is on both of them: the sync record says exactly that (rule 5). If
+    the target dies before it promotes, the old primary may take over, and a member that may lack
+    those commits may not."""
     if not (_is_str(to_name) and _is_str(to_instance_id)):
         return False
     if lsn is not None and not _is_int(lsn):
@@ -193,7 +208,10 @@ def handover_lease(
         return False
     _new_holder(state, to_name, to_instance_id, request_id)
     state["lease"]["lsn_at_handover"] = lsn
-    _reset_sync(state, to_name)
+    if lsn is None:
+        _inherit_sync(state, to_name)
+    else:
+        state["sync"] = {"leader": to_name, "members": sorted({name, to_name}), "quorum": 2}
     return True
 
 

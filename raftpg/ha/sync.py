@@ -14,7 +14,8 @@ left, not strict) is published in Raft first: a primary cut off from Raft cannot
 step, so it keeps blocking instead of acknowledging commits no promotable member has.
 
 A freshly promoted primary starts with an unsatisfiable setting (BLOCKING): it acknowledges nothing
-until its standbys are in the Raft set.
+until its standbys are in the Raft set. The Raft record it inherits describes the commits its
+predecessor acknowledged; it narrows only once the new standbys have flushed past the switch.
 
 Falling back to asynchronous commits is for standbys that are really gone. A standby that merely
 has not reconnected yet — after this primary's start, restart or promotion, or a moment after it
@@ -137,10 +138,7 @@ def next_step(raft: SyncSet, postgres: SyncSet | None, target: SyncSet | None,
     if target is None:
         return None
     if postgres is None:
-        # Blocking: nothing acknowledged under it, so Raft may jump to the target directly.
-        if raft != target:
-            return SyncStep(raft=target, reason=f"publishing the synchronous set {_show(target)}")
-        return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}")
+        return _from_blocking(raft, target)
     if postgres != target:
         if target.empty:
             if raft != target:
@@ -163,6 +161,25 @@ def next_step(raft: SyncSet, postgres: SyncSet | None, target: SyncSet | None,
     if laggards:
         return None
     return SyncStep(raft=target, reason=f"narrowing the synchronous set to {_show(target)}")
+
+
+def _from_blocking(raft: SyncSet, target: SyncSet) -> SyncStep:
+    """PostgreSQL blocks every commit, so nothing was acknowledged under its setting — but Raft's
+    record may still describe commits acknowledged earlier, under the previous holder (a record
+    survives a change of holder: consensus/state.py). Raft may jump to the target only when the
+    target keeps that statement true (it covers the record) or the record promised nothing; else
+    PostgreSQL takes the target under a record that covers it (widened first if need be), and Raft
+    narrows once the new members flushed past the switch (the `postgres == target` path). Going
+    asynchronous is the fallback's documented trade and jumps."""
+    if raft == target:
+        return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}")
+    if raft.empty or target.empty or target.covers(raft):
+        return SyncStep(raft=target, reason=f"publishing the synchronous set {_show(target)}")
+    if raft.covers(target):
+        return SyncStep(postgres=target, reason=f"synchronous standbys now {_show(target)}, "
+                        f"keeping {_show(raft)} in Raft until they have flushed past the switch")
+    widened = SyncSet(raft.members | target.members, min(raft.quorum, target.quorum))
+    return SyncStep(raft=widened, reason=f"widening the synchronous set to {_show(widened)} in Raft first")
 
 
 def _show(sync: SyncSet) -> str:

@@ -62,13 +62,38 @@ def test_renewal_after_the_acquirer_looked_makes_the_stale_acquire_fail() -> Non
     assert state["lease"]["holder"] == "a"
 
 
-def test_acquire_resets_sync_in_the_same_command() -> None:
+def test_acquire_keeps_the_sync_record_of_earlier_commits() -> None:
+    """The record says where the commits acknowledged so far lie; a new holder does not change that."""
     state = held()
     assert st.set_sync(state, "a", "ia", 1, {"members": ["b", "c"], "quorum": 1})
     assert st.release_lease(state, "a", "ia", 1)
     assert state["sync"]["members"] == ["b", "c"]
     assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0)
+    assert state["sync"] == {"leader": "b", "members": ["b", "c"], "quorum": 1}
+
+
+def test_acquire_over_a_corrupt_sync_record_starts_an_empty_one() -> None:
+    state = held()
+    state["sync"] = "garbage"
+    assert st.release_lease(state, "a", "ia", 1)
+    assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0)
     assert state["sync"] == {"leader": "b", "members": []}
+
+
+def test_a_reclaim_by_the_hand_over_target_keeps_the_hand_over_lsn() -> None:
+    """A switchover target killed before it promoted and restarted (new instance id) still owes the
+    old primary's shutdown checkpoint; a different member taking the lease does not."""
+    state = held()
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
+    assert st.acquire_lease(state, "b", "ib-restarted", 2, 2, 3.0, False, "r-b", 0.0)
+    assert state["lease"]["lsn_at_handover"] == 0x3000060
+    assert st.release_lease(state, "b", "ib-restarted", 3)
+    assert state["lease"]["lsn_at_handover"] is None
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h") is False
+    state2 = held()
+    assert st.handover_lease(state2, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
+    assert st.acquire_lease(state2, "c", "ic", 2, 2, 3.0, False, "r-c", 0.0)
+    assert state2["lease"]["lsn_at_handover"] is None
 
 
 def test_renew_can_clear_bootstrapping_but_never_set_it() -> None:
@@ -96,14 +121,23 @@ def test_release_clears_holder_and_bumps_version() -> None:
     assert lease["request_id"] == "r-rel"
 
 
-def test_handover_moves_holder_records_lsn_and_resets_sync() -> None:
+def test_handover_moves_holder_records_lsn_and_both_ends_as_the_sync_record() -> None:
+    """Every acknowledged commit is on the old primary (stopped cleanly) and on the target (it has
+    the shutdown checkpoint): either may promote, nobody else."""
     state = held()
-    assert st.set_sync(state, "a", "ia", 1, {"members": ["b"]})
+    assert st.set_sync(state, "a", "ia", 1, {"members": ["c"], "quorum": 1})
     assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
     lease = state["lease"]
     assert (lease["holder"], lease["instance_id"], lease["version"], lease["revision"]) == ("b", "ib", 2, 2)
     assert lease["lsn_at_handover"] == 0x3000060
-    assert state["sync"] == {"leader": "b", "members": []}
+    assert state["sync"] == {"leader": "b", "members": ["a", "b"], "quorum": 2}
+
+
+def test_handover_without_a_checkpoint_lsn_keeps_the_sync_record() -> None:
+    state = held()
+    assert st.set_sync(state, "a", "ia", 1, {"members": ["b", "c"], "quorum": 1})
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", None, "r-h")
+    assert state["sync"] == {"leader": "b", "members": ["b", "c"], "quorum": 1}
 
 
 @pytest.mark.parametrize(

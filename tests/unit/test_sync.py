@@ -103,6 +103,106 @@ def test_steps_from_blocking_and_to_async() -> None:
     assert next_step(s("a"), None, None, {}, 0) is None, "strict with no standby: keep blocking"
 
 
+def test_steps_from_blocking_under_an_inherited_record() -> None:
+    """A new primary (b) inherits the record of its predecessor's commits, {b, c} quorum 1. Raft
+    narrows to its own standbys only once they flushed past the switch; before that a record that
+    does not cover the old one is widened, never replaced."""
+    inherited = s("b", "c", k=1)
+    step = next_step(inherited, None, s("c"), {"c": 10}, 100)
+    assert step is not None and step.postgres == s("c") and step.raft is None, "Raft covers the target"
+    assert next_step(inherited, s("c"), s("c"), {"c": 90}, 100) is None, "c has not flushed the switch"
+    step = next_step(inherited, s("c"), s("c"), {"c": 100}, 100)
+    assert step is not None and step.raft == s("c")
+    step = next_step(s("b"), None, s("c", "d", k=1), {}, 100)
+    assert step is not None and step.raft == s("b", "c", "d", k=1), "widened, not replaced"
+    step = next_step(s("b", "c", "d", k=1), None, s("c", "d", k=1), {}, 100)
+    assert step is not None and step.postgres == s("c", "d", k=1)
+    step = next_step(s("c"), None, s("c", "d", k=1), {}, 100)
+    assert step is not None and step.raft == s("c", "d", k=1), "the target keeps c's statement true: jump"
+    step = next_step(inherited, None, ASYNC, {}, 100)
+    assert step is not None and step.raft == ASYNC, "the fallback's documented trade"
+
+
+def _race_winner(raft: SyncSet, has: dict[str, int], up: set[str], rng: random.Random) -> str | None:
+    """The leader race with what a candidate can see: a random part of the live members answers in
+    time. candidates._sync_blocker: with a record, a candidate is one of its members, has seen
+    len - quorum + 1 of them (itself included) and is behind none it saw; with no record, it is
+    behind none it saw."""
+    for candidate in rng.sample(sorted(up), len(up)):
+        seen = {m for m in up if rng.random() < 0.6} | {candidate}
+        if any(has[m] > has[candidate] for m in seen):
+            continue
+        if raft.empty:
+            return candidate
+        if candidate in raft.members and len(seen & raft.members) >= len(raft.members) - raft.quorum + 1:
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("mode", ["on", "quorum"])
+def test_model_check_no_acknowledged_commit_lost_across_changes_of_holder(mode: str) -> None:
+    """Random writes, replication, planner steps, switchovers and primary deaths (a switchover
+    target may die before it wrote anything), with the lease and the sync record kept by
+    consensus/state.py. A promotion must never drop a commit PostgreSQL acknowledged
+    (strict mode: there is no asynchronous fallback to excuse one)."""
+    from raftpg.consensus import state as st
+
+    rng = random.Random(7 if mode == "on" else 8)
+    names = ["a", "b", "c", "d"]
+    for _ in range(150):
+        state = st.initial_state()
+        assert st.acquire_lease(state, "a", "i-a", 0, 0, 5.0, False, "r0", 0.0)
+        primary = "a"
+        has = dict.fromkeys(names, 0)  # every member holds a prefix of the one history
+        up = set(names)
+        pg: SyncSet | None = None
+        switch = acked = 0
+        for tick in range(300):
+            lease = state["lease"]
+            raft = SyncSet(frozenset(state["sync"]["members"]), int(state["sync"].get("quorum", 0)))
+            event = rng.random()
+            if event < 0.3 and primary in up:
+                has[primary] += 1
+            elif event < 0.6:
+                for m in up - {primary}:
+                    has[m] = min(has[primary], has[m] + rng.randint(0, 2))
+            elif event < 0.9 and primary in up:
+                standbys = [Candidate(m, has[m]) for m in sorted(up - {primary}) if rng.random() < 0.9]
+                target = target_set(mode, rng.randint(1, 2), True, standbys, raft)
+                step = next_step(raft, pg, target, {m: has[m] for m in up - {primary}}, switch)
+                if step is not None and step.raft is not None:
+                    record = {"members": sorted(step.raft.members), "quorum": step.raft.quorum}
+                    assert st.set_sync(state, primary, lease["instance_id"], lease["version"], record)
+                elif step is not None:
+                    pg, switch = step.postgres, has[primary]
+            elif event < 0.95 and primary in up and len(up) == len(names):
+                # Switchover (rule 4): the primary stops, the target has received all of its WAL.
+                target_name = rng.choice(sorted(set(names) - {primary}))
+                has[target_name] = has[primary]
+                assert st.handover_lease(state, primary, lease["instance_id"], lease["version"], target_name,
+                                         f"i-{target_name}", has[primary], f"h{tick}")
+                primary, pg, switch = target_name, None, has[target_name]
+            elif primary in up and len(up) == len(names):
+                up.discard(primary)  # the primary dies; one faulty member at a time
+            else:
+                up = set(names)  # it comes back (as a standby, if someone took over)
+            if pg is not None and not pg.empty and primary in up:
+                counted = sorted((has[m] for m in pg.members), reverse=True)
+                if len(counted) >= pg.quorum:
+                    acked = max(acked, counted[pg.quorum - 1])
+            if primary not in up:
+                winner = _race_winner(raft, has, up, rng)
+                if winner is None:
+                    continue
+                assert has[winner] >= acked, (mode, tick, raft, has, winner, acked)
+                assert st.release_lease(state, primary, lease["instance_id"], lease["version"])
+                assert st.acquire_lease(state, winner, f"i-{winner}", lease["version"], lease["revision"],
+                                        5.0, False, f"r{tick}", 0.0)
+                primary, pg, switch = winner, None, has[winner]
+                for m in names:
+                    has[m] = min(has[m], has[winner])  # rewound onto the new history
+
+
 def _promotable(raft: SyncSet, have_all: set[str], reachable: set[str]) -> set[str]:
     """Members the race rule lets promote, given which members hold every acknowledged commit."""
     if raft.empty or raft.quorum <= 0:

@@ -19,8 +19,9 @@ from raftpg.cli import sdnotify
 from raftpg.cli.backend import DaemonBackend
 from raftpg.cli.self_exec import EX_TEMPFAIL
 from raftpg.clock import boottime
-from raftpg.config import Settings, raft_timings
+from raftpg.config import Settings
 from raftpg.consensus import ConsensusError, RaftNode, Snapshot, rejoin
+from raftpg.consensus.options import raft_timings
 from raftpg.fence.client import FenceClient
 from raftpg.ha.loop import HaLoop
 from raftpg.postgres.instance import PostgresInstance

@@ -28,10 +28,11 @@ import yaml
 from raftpg.cli.certs import CA_CERT_FILE, write_ca, write_node_cert
 from raftpg.cli.netns import NetnsHosts
 from raftpg.cli.self_exec import independent_environment, raftpg_command
-from raftpg.config import Auth, discover_bin_dir, generate_raft_password
+from raftpg.config import Auth, generate_raft_password
 from raftpg.fence.client import FenceClient
 from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.http.client import HttpClient, HttpFailure, TlsFiles
+from raftpg.postgres.binaries import discover_bin_dir
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raftpg.cli.launcher import LocalCluster
-from raftpg.config import discover_bin_dir
+from raftpg.postgres.binaries import discover_bin_dir
 
 HEALTHY_TIMEOUT = 90.0
 

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from raftpg.cli.launcher import LocalCluster, wait_for
-from raftpg.config import discover_bin_dir
+from raftpg.postgres.binaries import discover_bin_dir
 from tests.cluster.conftest import make_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]

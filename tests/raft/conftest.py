@@ -17,7 +17,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def timings_for_tests() -> dict[str, float]:
-    """What config.raft_timings() would give for ttl=3, kept local so these tests stand alone."""
+    """What consensus.options.raft_timings() would give for ttl=3, kept local so these tests stand alone."""
     return {
         "raftMinTimeout": 0.25,
         "raftMaxTimeout": 0.5,

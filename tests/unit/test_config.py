@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pysyncobj import SyncObjConf
 
-from raftpg import config
 from raftpg.config import (
     CLUSTER_WIDE_PARAMETERS,
     DOCS_RAFT_PASSWORD,
@@ -25,14 +24,16 @@ from raftpg.config import (
     DynamicConfig,
     Settings,
     Tags,
-    discover_bin_dir,
     generate_raft_password,
     load_settings,
     parse_settings,
-    raft_timings,
     sample_config,
+    sections,
     validate_dynamic_config,
 )
+from raftpg.consensus.options import raft_timings
+from raftpg.postgres import binaries
+from raftpg.postgres.binaries import discover_bin_dir
 
 pytestmark = pytest.mark.unit
 
@@ -201,16 +202,16 @@ def test_yaml_off_is_understood_for_modes(base: dict[str, Any]) -> None:
 
 
 def test_socket_dir_default(base: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "_DEFAULT_SOCKET_DIR", tmp_path)
+    monkeypatch.setattr(sections, "_DEFAULT_SOCKET_DIR", tmp_path)
     assert parse_settings(base, env={}).postgresql.socket_dir == tmp_path
-    monkeypatch.setattr(config, "_DEFAULT_SOCKET_DIR", tmp_path / "missing")
+    monkeypatch.setattr(sections, "_DEFAULT_SOCKET_DIR", tmp_path / "missing")
     assert parse_settings(base, env={}).postgresql.socket_dir == Path("/var/lib/postgresql/15")
 
 
 def test_bin_dir_is_discovered_when_not_given(
     base: dict[str, Any], bin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "discover_bin_dir", lambda: bin_dir)
+    monkeypatch.setattr(sections, "discover_bin_dir", lambda: bin_dir)
     settings = parse_settings(with_value(base, "postgresql.bin_dir", DELETE), env={})
     assert settings.postgresql.bin_dir == bin_dir
 
@@ -218,7 +219,7 @@ def test_bin_dir_is_discovered_when_not_given(
 def test_missing_bin_dir_is_an_error_when_discovery_fails(
     base: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "discover_bin_dir", lambda: None)
+    monkeypatch.setattr(sections, "discover_bin_dir", lambda: None)
     problems = problems_of(with_value(base, "postgresql.bin_dir", DELETE))
     assert_problem(problems, "postgresql.bin_dir: not set and no PostgreSQL found")
 
@@ -230,9 +231,9 @@ def test_discover_bin_dir_prefers_newest_version(tmp_path: Path, monkeypatch: py
         if has_pg_ctl:
             (path / "pg_ctl").write_text("")
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr(config, "_PG_LIB_ROOT", tmp_path)
+    monkeypatch.setattr(binaries, "PG_LIB_ROOT", tmp_path)
     assert discover_bin_dir() == tmp_path / "15" / "bin"
-    monkeypatch.setattr(config, "_PG_LIB_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(binaries, "PG_LIB_ROOT", tmp_path / "nothing")
     assert discover_bin_dir() is None
 
 

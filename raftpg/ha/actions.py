@@ -1,4 +1,4 @@
-"""What decide() asks the loop to do. Each action carries the reason that is logged with it."""
+"""What the core (decide() and step()) asks the shell to do. Each action carries the reason that is logged with it."""
 
 from __future__ import annotations
 
@@ -60,7 +60,10 @@ class StartStandby(Action):
 
 @dataclass(frozen=True)
 class Promote(Action):
-    pass
+    """Rule 5 first: `reports_needed` of the `witnesses` (sync members we counted on) stop and report."""
+
+    witnesses: frozenset[str] = frozenset()
+    reports_needed: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,3 +131,36 @@ class Switchover(Action):
 @dataclass(frozen=True)
 class ClearFailover(Action):
     request_id: str
+
+
+@dataclass(frozen=True)
+class ApplyConfig(Action):
+    """Reload PostgreSQL with the parameters of dynamic configuration `version`."""
+
+    version: int
+
+
+@dataclass(frozen=True)
+class ReloadPostgres(Action):
+    """An operator's reload: the configuration files again, keeping the upstream."""
+
+
+@dataclass(frozen=True)
+class RestartPostgres(Action):
+    """An operator's restart: a primary in place on its own timeline, or a standby of `upstream`."""
+
+    primary: bool
+    upstream: str | None = None
+
+
+@dataclass(frozen=True)
+class Reinitialize(Action):
+    """An operator's reinit: stop PostgreSQL and move the data directory aside; the next cycles re-clone."""
+
+
+@dataclass(frozen=True)
+class StopPostgres(Action):
+    """Clean stop at shutdown (fast); `release_lease` for a primary that could not hand over."""
+
+    release_lease: bool
+    role: str  # for the on_stop callback

@@ -82,10 +82,11 @@ def _sync_blocker(cluster: ClusterView, local: LocalView) -> str | None:
     return None
 
 
-def best_switchover_candidate(cluster: ClusterView, local: LocalView, wanted: str | None) -> str | None:
-    """The named member if it is a healthy streaming replica, else the most advanced such member."""
+def best_switchover_candidate(cluster: ClusterView, name: str, wanted: str | None) -> str | None:
+    """The named member if it is a healthy streaming replica other than us (`name`), else the most
+    advanced such member."""
     def healthy(member: MemberView) -> bool:
-        return (member.name != local.name and member.fresh and member.role == "replica"
+        return (member.name != name and member.fresh and member.role == "replica"
                 and member.state == "running" and not member.tags.nofailover)
 
     if wanted is not None:

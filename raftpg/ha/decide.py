@@ -133,7 +133,7 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
                    for name in expired)
     actions.extend(_slots(cluster, local, exclude=frozenset(expired)))
     if local.cannot_lead is not None:
-        candidate = best_switchover_candidate(cluster, local, None)
+        candidate = best_switchover_candidate(cluster, local.name, None)
         if candidate is not None:
             actions.append(Switchover(f"stepping down: {local.cannot_lead}", candidate, STEP_DOWN_REQUEST))
             return actions
@@ -222,7 +222,7 @@ def _handle_failover_request(cluster: ClusterView, local: LocalView) -> list[Act
         return [ClearFailover("switchover candidate is already the leader", request.request_id)]
     if request.scheduled_at is not None and local.wall_now < request.scheduled_at:
         return [Idle(f"switchover scheduled in {request.scheduled_at - local.wall_now:.0f}s")]
-    candidate = best_switchover_candidate(cluster, local, request.candidate)
+    candidate = best_switchover_candidate(cluster, local.name, request.candidate)
     if candidate is None:
         wanted = request.candidate or "any member"
         return [ClearFailover(f"switchover cancelled: {wanted} is not a healthy streaming replica",

@@ -1,4 +1,4 @@
-"""The HA loop: gather views, publish our status, decide(), carry out the actions.
+"""The HA loop: gather views, publish our status, step the core, carry out its actions.
 
 One cycle every loop_wait, and at once when something happens that decide() must see: the
 lease of another member reaching its expiry time, a change in the Raft state (switchover
@@ -26,6 +26,7 @@ from raftpg.fence.client import FenceClient
 from raftpg.ha.actions import (
     AcquireLease,
     Action,
+    ApplyConfig,
     ClearFailover,
     EnsureSlots,
     Idle,
@@ -34,13 +35,25 @@ from raftpg.ha.actions import (
     SetPostgresSync,
     SetRaftSync,
 )
-from raftpg.ha.decide import decide, sync_candidates
+from raftpg.ha.core import complete, needs_reinit, step
 from raftpg.ha.executor import Executor, LocalRequest
 from raftpg.ha.lease import LeaseKeeper, fence_margin
+from raftpg.ha.memory import Memory
+from raftpg.ha.observations import (
+    ConfigApplied,
+    CycleStarted,
+    DecisionDue,
+    Gathered,
+    Observation,
+    OperatorRequest,
+    RequestKind,
+    RestartScheduled,
+    ShutdownRequested,
+)
 from raftpg.ha.peers import fetch_peer_positions
 from raftpg.ha.publishing import heartbeat_interval, should_publish
 from raftpg.ha.status import NodeStatus, ReplicationInfo
-from raftpg.ha.sync import ASYNC, parse_standby_names, sync_wait_since
+from raftpg.ha.sync import ASYNC, parse_standby_names
 from raftpg.ha.views import (
     ClusterView,
     FailoverRequest,
@@ -83,19 +96,22 @@ class HaLoop:
         self.lease = LeaseKeeper(raft, fence, settings.name, self.instance_id, self.watchdog)
         self.http = MemberClient(settings.restapi)
         self._parsed_config: tuple[int, DynamicConfig] | None = None
-        self.executor = Executor(settings, raft, pg, self.lease, self.config, self.http)
+        self.memory = Memory()
+        self.executor = Executor(settings, raft, pg, self.lease, self.http, lambda: self.memory, self._step)
         self.executor.before_demote = self.invalidate_primary_status
+        self._requests: list[tuple[LocalRequest, asyncio.Future[str]]] = []
         self._wake = asyncio.Event()
         self._stopping = False
-        self._pg_down_since: float | None = None
         self._last_decision = ""
         self._status = NodeStatus(name=settings.name, scope=settings.scope, role="unknown", state="starting",
                                   tags=settings.tags)
         self.cycles = 0
-        self._scheduled_restart: float | None = None
-        self._not_streaming_since: float | None = None
-        self._config_applied: int | None = None
         self._publishing: asyncio.Task[None] | None = None
+
+    def _step(self, observation: Observation) -> list[Action]:
+        """Feed the core (synchronous: no other task can step it in between); `now` is read here."""
+        self.memory, actions = step(self.memory, observation, boottime())
+        return actions
 
     # --- what the API reads ------------------------------------------------------------------
     def status(self) -> NodeStatus:
@@ -106,21 +122,22 @@ class HaLoop:
         self._wake.set()
 
     def submit(self, request: LocalRequest, done: asyncio.Future[str]) -> None:
-        self.executor.requests.append((request, done))
+        self._requests.append((request, done))
         self.wake()
 
     def schedule_restart(self, at_wall: float) -> None:
-        self._scheduled_restart = at_wall
+        self._step(RestartScheduled(at_wall))
         self.wake()
 
     def cancel_scheduled_restart(self) -> bool:
-        had = self._scheduled_restart is not None
-        self._scheduled_restart = None
+        had = self.memory.scheduled_restart is not None
+        self._step(RestartScheduled(None))
         return had
 
     def config(self) -> DynamicConfig:
         """The dynamic configuration in force, parsed once per version (every set_config bumps it)
-        and shared: DynamicConfig is immutable, so the loop and the executor may hold it."""
+        and shared, immutable, by the loop, the executor (through the cluster view of the cycle, so
+        one cycle decides and acts on one version) and the REST API."""
         snap = self.raft.snapshot()
         cached = self._parsed_config
         if cached is not None and cached[0] == snap.config_version:
@@ -212,20 +229,17 @@ class HaLoop:
             await self.pg.wait_orphans_gone(ORPHAN_WAIT)
         control = None if pg_status.running else await self._controldata(config)
         now = boottime()
-        local = self._local_view(snap, config, pg_status, control, now)
+        local = self._local_view(pg_status, control, now)
         cluster = self._cluster_view(snap, config, now)
+        due = self._step(CycleStarted(cluster, local, _primary_sync_names(pg_status),
+                                      config_version=snap.config_version, pg_running=pg_status.running))
+        local = complete(self.memory, cluster, local)
         if self.lease.holds(now):
             # The holder must not let a slow publish delay its renewal: publish alongside.
             self._start_publish(local, pg_status, config)
         else:
             await self._publish(local, pg_status, config)
-        if pg_status.running and snap.config_version != self._config_applied:
-            await self._apply_dynamic_parameters(config, snap.config_version)
-        if self._scheduled_restart is not None and local.wall_now >= self._scheduled_restart:
-            self._scheduled_restart = None
-            self.executor.requests.append((LocalRequest("restart"), None))
-        served = bool(self.executor.requests)
-        await self.executor.serve_requests(local, cluster)
+        served = await self._serve_requests(due, local, cluster)
         # Publishing and asking the peers may have taken seconds: decide on the present.
         now = boottime()
         local = replace(local, now=now, lease_deadline=self.lease.deadline)
@@ -236,11 +250,8 @@ class HaLoop:
             others = [m for m in cluster.members.values() if m.name != local.name]
             peers = await fetch_peer_positions(self.http, others, timeout=min(2.0, config.retry_timeout))
             cluster = replace(cluster, peers=MappingProxyType(peers))
-        self.executor.sync_waiting_since = sync_wait_since(
-            self.executor.sync_waiting_since, primary=local.role is PgRole.PRIMARY and local.holds_lease(cluster.lease),
-            has_candidates=bool(sync_candidates(cluster, local)), now=now)
-        local = replace(local, sync_waiting_since=self.executor.sync_waiting_since)
-        actions = decide(cluster, local)
+        actions = self._step(DecisionDue(cluster, local))
+        local = complete(self.memory, cluster, local)
         self._log_decision(actions)
         again = False
         changed_postgres = served
@@ -248,19 +259,42 @@ class HaLoop:
             if isinstance(action, Idle):
                 continue
             changed_postgres = changed_postgres or not isinstance(action, KEEPS_POSTGRES_AS_IS)
-            ok, lease_changed = await self.executor.carry_out(action, local, cluster)
-            again = again or lease_changed
-            if not ok:
+            result = await self.executor.carry_out(action, local, cluster)
+            again = again or result.cycle_now
+            if not result.succeeded:
                 break
         if changed_postgres:
             # Health answers must describe PostgreSQL as it is now, not as it was before we acted.
             pg_status = await self.pg.status(timeout=config.retry_timeout)
             control = None if pg_status.running else await self._controldata(config)
-            local = self._local_view(self.raft.snapshot(), config, pg_status, control, boottime())
+            now = boottime()
+            cluster = self._cluster_view(self.raft.snapshot(), config, now)
+            local = self._local_view(pg_status, control, now)
+            self._step(Gathered(cluster, local, _primary_sync_names(pg_status)))
+            local = complete(self.memory, cluster, local)
             await self._publish(local, pg_status, config)  # others judge us by this record
         self._status = self._build_status(local, pg_status, cluster, config, actions)
         await self._steer_watchdog(config)
         return again
+
+    async def _serve_requests(self, due: list[Action], local: LocalView, cluster: ClusterView) -> bool:
+        """The due work of CycleStarted (a configuration reload, a scheduled restart) and the
+        operator's requests, each answered by the core. True if PostgreSQL may have changed."""
+        served = False
+        for action in due:
+            if isinstance(action, ApplyConfig):
+                await self._apply_dynamic_parameters(cluster.config, action.version)
+            else:
+                served = True
+                await self.executor.serve(RequestKind.RESTART.value, [action], local, cluster)
+        while self._requests:
+            request, done = self._requests.pop(0)
+            served = True
+            answer = self._step(OperatorRequest(RequestKind(request.kind), local))
+            message = await self.executor.serve(request.kind, answer, local, cluster)
+            if not done.done():
+                done.set_result(message)
+        return served
 
     async def _probe_required_watchdog(self) -> None:
         """A node whose required watchdog cannot be armed must never lead: find out before racing."""
@@ -296,13 +330,13 @@ class HaLoop:
         """An edited dynamic configuration reaches PostgreSQL by a reload; parameters that need a
         restart then show as pending_restart until `restart --pending`."""
         try:
-            await self.pg.reload(parameters=self.executor.parameters(), timeout=config.retry_timeout)
+            await self.pg.reload(parameters=self.executor.parameters(config), timeout=config.retry_timeout)
         except (PostgresError, OSError) as exc:
             logger.warning("could not apply configuration version %s: %s", version, exc)
             return
-        if self._config_applied is not None:
+        if self.memory.config_applied is not None:
             logger.info("applied dynamic configuration version %s (reload)", version)
-        self._config_applied = version
+        self._step(ConfigApplied(version))
 
     async def _controldata(self, config: DynamicConfig) -> ControlData | None:
         if self.pg.data_dir_state() is not DataDirState.INITIALIZED:
@@ -324,28 +358,16 @@ class HaLoop:
             self._last_decision = text
 
     # --- views -------------------------------------------------------------------------------
-    def _local_view(self, snap: Snapshot, config: DynamicConfig, pg: PgStatus, control: ControlData | None,
-                    now: float) -> LocalView:
+    def _local_view(self, pg: PgStatus, control: ControlData | None, now: float) -> LocalView:
+        """The facts about this node; what it remembers is added by the core (core.complete)."""
         data_dir = self.pg.data_dir_state()
-        standby_mode = self.pg.standby_signal_present()
         if pg.running:
             role = PgRole.REPLICA if pg.in_recovery else PgRole.PRIMARY
         elif self.pg.surely_stopped():
             role = PgRole.STOPPED
         else:
             role = PgRole.UNKNOWN  # a postmaster we cannot query, or processes of a killed one
-        holder = snap.lease.holder == self.settings.name and snap.lease.instance_id == self.instance_id
-        if role is PgRole.PRIMARY or not holder or config.pause:
-            self._pg_down_since = None  # paused time does not count towards primary_start_timeout
-        elif self._pg_down_since is None:
-            self._pg_down_since = now
-        primary = pg.running and pg.in_recovery is False
-        if primary and self.executor.sync_names is None:
-            self.executor.sync_names = pg.synchronous_standby_names or ""
-        was_primary = (control is not None and control.cluster_state in ("in production", "shut down")
-                       and not self.executor.rewound)
-        if pg.streaming:
-            self.executor.rewind_not_needed_from = None  # that rewind's verdict led to a working standby
+        primary = role is PgRole.PRIMARY
         return LocalView(
             name=self.settings.name,
             instance_id=self.instance_id,
@@ -358,40 +380,16 @@ class HaLoop:
             timeline=pg.timeline if pg.running else (control.timeline if control else None),
             lsn=pg.lsn,
             replay_lsn=pg.replay_lsn,
-            upstream=self.executor.upstream,
             streaming=pg.streaming,
-            was_primary=was_primary,
+            was_primary=control is not None and control.cluster_state.last_ran_as_primary,
             lease_deadline=self.lease.deadline,
-            pg_down_since=self._pg_down_since,
-            rewind_failed=self._rewind_failed(snap, now, config),
-            rewind_hopeless=self.executor.rewind_failure is not None and self.executor.rewind_failure.hopeless,
             rewind_interrupted=self.pg.rewind_interrupted(),
-            bootstrap_failed=self.executor.bootstrap_failed,
             postgres_sync=parse_standby_names(pg.synchronous_standby_names) if primary else ASYNC,
             standbys=MappingProxyType({r.application_name: r.flush_lsn for r in pg.replication
                                        if r.state == "streaming" and r.flush_lsn is not None}),
-            sync_switch_lsn=self.executor.sync_switch_lsn,
             cannot_lead=self._cannot_lead(),
-            needs_rewind=self.executor.needs_rewind,
-            rewind_not_needed_from=self.executor.rewind_not_needed_from,
-            standby_stuck=self._standby_stuck(role, standby_mode, pg, now, config.ttl),
-            standby_mode=standby_mode,
+            standby_mode=self.pg.standby_signal_present(),
         )
-
-    def _rewind_failed(self, snap: Snapshot, now: float, config: DynamicConfig) -> bool:
-        failure = self.executor.rewind_failure
-        return failure is not None and failure.blocks_retry(snap.lease.holder, snap.lease.version, now,
-                                                            config.loop_wait, config.ttl)
-
-    def _standby_stuck(self, role: PgRole, standby_mode: bool, pg: PgStatus, now: float, ttl: float) -> bool:
-        """Running as a standby, or still recovering towards consistency, without streaming."""
-        recovering = role is PgRole.UNKNOWN and standby_mode
-        if not (role is PgRole.REPLICA or recovering) or pg.streaming:
-            self._not_streaming_since = None
-            return False
-        if self._not_streaming_since is None:
-            self._not_streaming_since = now
-        return now - self._not_streaming_since > ttl
 
     def _cannot_lead(self) -> str | None:
         """A required watchdog we cannot arm, or pg_wal or the Raft journal close to filling its
@@ -463,7 +461,7 @@ class HaLoop:
             "host": s.postgresql.connect_address.host,
             "port": s.postgresql.connect_address.port,
             "role": role,
-            "state": self.executor.state if not pg.running else "running",
+            "state": self.memory.state.value if not pg.running else "running",
             "timeline": local.timeline,
             "lsn": local.lsn,
             "receive_lsn": pg.receive_lsn,
@@ -487,7 +485,7 @@ class HaLoop:
             name=self.settings.name,
             scope=self.settings.scope,
             role=role,
-            state="running" if pg.running else self.executor.state,
+            state="running" if pg.running else self.memory.state.value,
             tags=self.settings.tags,
             pg_running=pg.running,
             in_recovery=pg.in_recovery,
@@ -513,19 +511,8 @@ class HaLoop:
             quorum_standby=self.settings.name in sync.members and config.synchronous_mode == "quorum",
             updated_at=boottime(),
             last_decision=self._last_decision,
-            needs_reinit=self._needs_reinit(local, config),
+            needs_reinit=needs_reinit(self.memory, local, config, self.settings.scope),
         )
-
-    def _needs_reinit(self, local: LocalView, config: DynamicConfig) -> str | None:
-        """The operator's cue (decide._after_rewind_failure): a rewind that cannot succeed, where
-        re-cloning on our own is not provably safe."""
-        failure = self.executor.rewind_failure
-        if (failure is None or not failure.hopeless or local.data_dir is not DataDirState.INITIALIZED
-                or config.remove_data_directory_on_rewind_failure or config.synchronous_mode in ("on", "quorum")):
-            return None
-        return (f"pg_rewind from {failure.source} cannot succeed on this member's WAL, which may hold writes "
-                f"acknowledged asynchronously; to re-clone it: raftpg ctl reinit {self.settings.scope} "
-                f"{self.settings.name}")
 
     def invalidate_primary_status(self) -> None:
         """Called before a demotion starts: /primary must say 503 from this instant."""
@@ -534,15 +521,21 @@ class HaLoop:
     async def shutdown(self, handover_timeout: float) -> None:
         """Clean stop (rule 4): hand the lease to the best replica, or stop and release."""
         await self.watchdog.disarm()
-        await self.executor.shutdown(self._status, self._cluster_view(self.raft.snapshot(), self.config(),
-                                                                       boottime()), handover_timeout,
-                                     self.invalidate_primary_status)
+        cluster = self._cluster_view(self.raft.snapshot(), self.config(), boottime())
+        status = self._status
+        plan = self._step(ShutdownRequested(cluster, self.settings.name, status.role,
+                                            holds_lease=self.lease.holds(boottime())))
+        await self.executor.shutdown(plan, cluster, handover_timeout)
 
 
 def _sysid(pg: PgStatus, control: ControlData | None) -> str | None:
     if pg.system_identifier is not None:
         return str(pg.system_identifier)
     return str(control.system_identifier) if control is not None else None
+
+
+def _primary_sync_names(pg: PgStatus) -> str | None:
+    return pg.synchronous_standby_names if pg.running and pg.in_recovery is False else None
 
 
 def _switchover_imminent(request: Mapping[str, Any] | None, wall_now: float, loop_wait: float) -> bool:

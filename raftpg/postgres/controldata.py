@@ -4,6 +4,7 @@ Switchover (DESIGN rule 4) compares a candidate's position with the old primary'
 checkpoint, and rejoin decisions compare timelines; both read it from here.
 """
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,31 @@ from pathlib import Path
 from raftpg.postgres.command import command_env, run_command
 from raftpg.postgres.lsn import parse_lsn
 
-CLEAN_SHUTDOWN_STATES = frozenset({"shut down", "shut down in recovery"})
+
+class ClusterState(enum.StrEnum):
+    """pg_controldata's "Database cluster state"."""
+
+    STARTING_UP = "starting up"
+    SHUT_DOWN = "shut down"
+    SHUT_DOWN_IN_RECOVERY = "shut down in recovery"
+    SHUTTING_DOWN = "shutting down"
+    IN_CRASH_RECOVERY = "in crash recovery"
+    IN_ARCHIVE_RECOVERY = "in archive recovery"
+    IN_PRODUCTION = "in production"
+
+    @property
+    def last_ran_as_primary(self) -> bool:
+        """A primary's directory, stopped cleanly or not (pg_rewind may be needed against a new leader)."""
+        return self in (ClusterState.IN_PRODUCTION, ClusterState.SHUT_DOWN)
+
+
+CLEAN_SHUTDOWN_STATES = frozenset({ClusterState.SHUT_DOWN, ClusterState.SHUT_DOWN_IN_RECOVERY})
 
 
 @dataclass(frozen=True)
 class ControlData:
     system_identifier: int
-    cluster_state: str  # "shut down", "in production", "shut down in recovery", "in archive recovery"...
+    cluster_state: ClusterState
     timeline: int  # Latest checkpoint's TimeLineID
     prev_timeline: int
     checkpoint_lsn: int
@@ -47,7 +66,7 @@ def parse_controldata(text: str) -> ControlData:
     try:
         return ControlData(
             system_identifier=int(fields["Database system identifier"]),
-            cluster_state=fields["Database cluster state"],
+            cluster_state=ClusterState(fields["Database cluster state"]),
             timeline=int(fields["Latest checkpoint's TimeLineID"]),
             prev_timeline=int(fields["Latest checkpoint's PrevTimeLineID"]),
             checkpoint_lsn=parse_lsn(fields["Latest checkpoint location"]),

@@ -6,19 +6,17 @@ CI enforces 100% branch coverage of raftpg/ha/decide.py and raftpg/ha/candidates
 from __future__ import annotations
 
 from dataclasses import replace
-from types import MappingProxyType
 from typing import Any
 
 import pytest
 
-from raftpg.config import DynamicConfig, Tags
+from raftpg.config import Tags
 from raftpg.ha import actions as A
 from raftpg.ha.candidates import best_switchover_candidate, former_primary, race_blocker
 from raftpg.ha.decide import decide
 from raftpg.ha.views import (
     ClusterView,
     FailoverRequest,
-    LeaseView,
     LocalView,
     MemberView,
     PeerPosition,
@@ -26,57 +24,9 @@ from raftpg.ha.views import (
     SyncState,
 )
 from raftpg.postgres.datadir import DataDirState
+from tests.unit.ha_views import NOW, cluster, holder, lease, local, member
 
 pytestmark = pytest.mark.unit
-
-SYSID = "7000000000000000001"
-NOW = 1000.0
-
-
-def lease(holder: str | None = "node1", instance: str | None = "i-node1", expired: bool = False,
-          **kw: Any) -> LeaseView:
-    return LeaseView(holder=holder, instance_id=instance, version=kw.pop("version", 3),
-                     revision=kw.pop("revision", 40), ttl=5.0, expired=expired, **kw)
-
-
-def member(name: str, role: str = "replica", lsn: int | None = 100, timeline: int | None = 1,
-           fresh: bool = True, state: str = "running", **tags: Any) -> MemberView:
-    return MemberView(name=name, instance_id=f"i-{name}", api_url=f"http://{name}:8008", host=name,
-                      port=5432, role=role, state=state, timeline=timeline, lsn=lsn, tags=Tags(**tags),
-                      fresh=fresh)
-
-
-def cluster(the_lease: LeaseView | None = None, members: list[MemberView] | None = None,
-            sysid: str | None = SYSID, peers: list[PeerPosition] | None = None, **config: Any) -> ClusterView:
-    failover = config.pop("failover", None)
-    sync = config.pop("sync", SyncState())
-    members = members if members is not None else [member("node1", role="primary", lsn=200),
-                                                   member("node2"), member("node3")]
-    return ClusterView(
-        system_identifier=sysid,
-        lease=the_lease if the_lease is not None else lease(),
-        members=MappingProxyType({m.name: m for m in members}),
-        config=DynamicConfig(**config),
-        failover=failover,
-        sync=sync,
-        peers=MappingProxyType({p.name: p for p in peers or []}),
-    )
-
-
-def local(name: str = "node2", role: PgRole = PgRole.REPLICA, **kw: Any) -> LocalView:
-    defaults: dict[str, Any] = dict(
-        instance_id=f"i-{name}", now=NOW, wall_now=1_700_000_000.0, tags=Tags(),
-        data_dir=DataDirState.INITIALIZED, system_identifier=SYSID, timeline=1, lsn=200, replay_lsn=200,
-        upstream="node1",
-    )
-    defaults.update(kw)
-    return LocalView(name=name, role=role, **defaults)
-
-
-def holder(role: PgRole = PgRole.PRIMARY, **kw: Any) -> LocalView:
-    kw.setdefault("lease_deadline", NOW + 4)
-    return local("node1", role=role, upstream=None, **kw)
-
 
 def kinds(actions: list[A.Action]) -> list[type]:
     return [type(a) for a in actions]
@@ -375,8 +325,8 @@ def test_former_primary_is_us_skips_lag_check() -> None:
 
 def test_best_candidate_requires_healthy_named_member() -> None:
     the_cluster = cluster()
-    assert best_switchover_candidate(the_cluster, holder(), "node3") == "node3"
-    assert best_switchover_candidate(the_cluster, holder(), "node1") is None
+    assert best_switchover_candidate(the_cluster, "node1", "node3") == "node3"
+    assert best_switchover_candidate(the_cluster, "node1", "node1") is None
 
 
 # --- followers ---------------------------------------------------------------------------------------------

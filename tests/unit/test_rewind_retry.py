@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raftpg.ha.executor import REWIND_RETRY_INTERVAL, RewindFailure
+from raftpg.ha.memory import REWIND_RETRY_INTERVAL, RewindFailure
 from raftpg.postgres.instance import RewindOutcome, RewindResult
 
 pytestmark = pytest.mark.unit

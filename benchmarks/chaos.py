@@ -67,8 +67,9 @@ if __package__ in (None, ""):  # run as a script: make `tests` importable from t
 import psycopg
 
 from benchmarks.chaos_kinds import KINDS, NETNS_KINDS, NFT_KINDS, RAFT_DISK_FULL, Chaos, Injected, NotRecovered
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
 from tests.cluster import faults
+from tests.cluster.faults import FaultCluster
 from tests.cluster.safety import Prober, SafetyChecker, missing_unreplicated, missing_writes
 
 logger = logging.getLogger("chaos")
@@ -180,7 +181,7 @@ class HealthMonitor(threading.Thread):
     streaming; a fault's recovery is read from these samples afterwards, so that injecting the next
     fault never waits for it."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: FaultCluster) -> None:
         super().__init__(daemon=True)
         self.cluster = cluster
         self.samples: list[tuple[float, bool]] = []  # (probe start, healthy)
@@ -264,7 +265,7 @@ def usable_kinds(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace, base: Path) -> Summary:
     rng = random.Random(args.seed)
     kinds = usable_kinds(args)
-    cluster = LocalCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait,
+    cluster = FaultCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait,
                            retry_timeout=args.retry_timeout, synchronous_mode=args.synchronous_mode,
                            netns=args.netns, scope="chaos")
     disks = faults.RaftDisks(cluster) if RAFT_DISK_FULL in kinds else None

@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
 from tests.cluster import faults
+from tests.cluster.faults import FaultCluster
 from tests.cluster.safety import SafetyChecker
 
 logger = logging.getLogger("chaos")
@@ -60,7 +61,7 @@ class Injected:
 
 
 class Chaos:
-    def __init__(self, cluster: LocalCluster, checker: SafetyChecker, rng: random.Random, recovery_timeout: float,
+    def __init__(self, cluster: FaultCluster, checker: SafetyChecker, rng: random.Random, recovery_timeout: float,
                  disks: faults.RaftDisks | None) -> None:
         self.cluster = cluster
         self.checker = checker

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from raftpg.cli.launcher import LocalCluster
+from raftpg.devcluster import LocalCluster
 from tests.cluster.conftest import scratch_dir
 from tests.cluster.dist_hosts import CHECKOUT, DistCluster, clean_env
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from raftpg.cli.launcher import LocalCluster, Node
+from raftpg.devcluster import LocalCluster, Node
 from raftpg.fence.kill import children_of, process_alive
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from raftpg.cli.launcher import LocalCluster
+from raftpg.devcluster import LocalCluster
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ from typing import Any
 import psycopg
 
 import raftpg
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
+from tests.cluster.faults import FaultCluster
 
 RECOVERY_TIMEOUT = 90.0
 
@@ -98,13 +99,13 @@ def _scratch() -> Path:
     return path
 
 
-def _sync_published(cluster: LocalCluster, primary: str) -> bool:
+def _sync_published(cluster: FaultCluster, primary: str) -> bool:
     status, body = cluster.api_get(primary, "/cluster")
     sync = ((body or {}).get("raftpg", {}).get("sync") or {}) if status == 200 else {}
     return bool(sync.get("members")) and bool(sync.get("quorum"))
 
 
-def _round(cluster: LocalCluster, scenario: str) -> dict[str, Any]:
+def _round(cluster: FaultCluster, scenario: str) -> dict[str, Any]:
     primary = cluster.wait_healthy(RECOVERY_TIMEOUT)
     wait_for(lambda: _sync_published(cluster, primary), 30, "the synchronous set")
     writer = Writer(cluster.dsn_any_primary())
@@ -172,7 +173,7 @@ def main() -> None:
     elif args.start_timeout != "default":
         extra["primary_start_timeout"] = float(args.start_timeout)
     base = _scratch()
-    cluster = LocalCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait, retry_timeout=args.retry_timeout,
+    cluster = FaultCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait, retry_timeout=args.retry_timeout,
                            synchronous_mode=args.mode, dcs_extra=extra)
     rounds: list[dict[str, Any]] = []
     cluster.start()

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from raftpg.cli.launcher import free_ports
 from raftpg.consensus import RaftNode, Snapshot
+from raftpg.devcluster import free_ports
 
 TIMINGS = {  # the ttl=3 timings the Raft tests use
     "raftMinTimeout": 0.25,

@@ -1,7 +1,7 @@
 """raftpg adapter for /work/shared/bench/failover_bench.py (the contract is in that file's docstring).
 
 Each subcommand is a separate process, so the cluster lives on disk: `start` writes the node
-configs under the state dir and later calls rebuild it with LocalCluster.attach. The nodes are
+configs under the state dir and later calls rebuild it with attach_cluster. The nodes are
 started in their own sessions and outlive `start`.
 
 Environment: TTL, LOOP_WAIT, RETRY_TIMEOUT (seconds), SYNC_MODE (off|on|quorum),
@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 import raftpg
-from raftpg.cli.launcher import LocalCluster
+from raftpg.devcluster import LocalCluster, attach_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def settings() -> dict[str, object]:
 
 
 def attach() -> LocalCluster:
-    return LocalCluster.attach(state_dir())
+    return attach_cluster(state_dir())
 
 
 def cmd_start() -> None:

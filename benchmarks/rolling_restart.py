@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from tests.cluster.conftest import scratch_dir
 from tests.cluster.safety import SafetyChecker
 

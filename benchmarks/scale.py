@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.footprint import Usage, _measure
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TTL = 5.0

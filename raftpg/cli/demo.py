@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from raftpg.cli.launcher import LocalCluster
-from raftpg.cli.run_as import check_runnable
+from raftpg.devcluster import LocalCluster
+from raftpg.devcluster.run_as import check_runnable
 
 CLUSTER_USER = "postgres"
 

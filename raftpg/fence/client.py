@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raftpg.clock import boottime
-from raftpg.fence.kill import process_alive, process_cmdline
 from raftpg.fence.protocol import (
     FIFO_NAME,
     LOG_NAME,
@@ -32,6 +31,7 @@ from raftpg.fence.protocol import (
     is_fence_cmdline,
 )
 from raftpg.postgres.errors import PostgresError
+from raftpg.procfs import process_alive, process_cmdline
 
 logger = logging.getLogger(__name__)
 

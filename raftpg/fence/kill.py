@@ -8,8 +8,9 @@ backend left behind can still write WAL and acknowledge a commit. So the childre
 spawned, e.g. an archive_command). The postmaster is SIGSTOPped first so it can neither fork
 new children nor die and leave orphans we could no longer find by their parent.
 
-Also the /proc readers the fence and its client need. The fence process imports this, so it
-keeps to small modules (see protocol.py).
+The fence process imports this, so it keeps to small modules (see protocol.py). The /proc readers
+live in raftpg.procfs; process_alive, process_cmdline and stat_fields are re-exported here only
+for postgres/instance.py and postgres/datadir.py, until those import raftpg.procfs.
 """
 
 import contextlib
@@ -17,60 +18,12 @@ import os
 import signal
 import time
 
+from raftpg.procfs import children_of
+from raftpg.procfs import process_alive as process_alive
+from raftpg.procfs import process_cmdline as process_cmdline
+from raftpg.procfs import stat_fields as stat_fields
+
 _STOP_WAIT = 0.05
-
-
-def _read_proc(pid: int, name: str) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/{name}", "rb") as file:
-            return file.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-
-
-def stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None if gone."""
-    raw = _read_proc(pid, "stat")
-    if raw is None:
-        return None
-    # "pid (comm) S ppid ...": comm may contain spaces and parentheses; split after the last ')'.
-    text = raw.decode(errors="replace")
-    return text[text.rfind(")") + 2 :].split()
-
-
-def start_time(pid: int) -> str | None:
-    """Kernel start time of pid (field 22 of /proc/<pid>/stat): tells a reused PID apart."""
-    fields = stat_fields(pid)
-    return fields[19] if fields is not None and len(fields) > 19 else None
-
-
-def process_alive(pid: int) -> bool:
-    """True if pid is a live process; a zombie (killed but not yet reaped) counts as dead."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    fields = stat_fields(pid)
-    return fields is not None and len(fields) > 0 and fields[0] not in ("Z", "X")
-
-
-def process_cmdline(pid: int) -> list[str]:
-    raw = _read_proc(pid, "cmdline")
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part] if raw else []
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = stat_fields(int(name))
-            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
-                found.append(int(name))
-    return sorted(found)
 
 
 def _kill_with_group(pid: int) -> None:

@@ -24,7 +24,7 @@ import sys
 import time
 from types import FrameType
 
-from raftpg.fence.kill import children_of, kill_postmaster_tree, process_alive, start_time
+from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.fence.protocol import (
     FIFO_NAME,
     LOCK_NAME,
@@ -38,6 +38,7 @@ from raftpg.fence.protocol import (
     parse,
     record_text,
 )
+from raftpg.procfs import children_of, process_alive, process_cwd, start_time
 
 _KILL_WAIT = 2.0
 _OPTIONS = {"--run-dir", "--postmaster-pid", "--deadline", "--data-dir"}
@@ -198,9 +199,9 @@ def _refusal(guarded: _Guarded, data_dir: str | None) -> str | None:
     if not guarded.alive():
         return f"postmaster {guarded.pid} is not running; nothing to guard"
     if data_dir is not None:
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{guarded.pid}/cwd") != os.path.realpath(data_dir):
-                return f"process {guarded.pid} does not run on {data_dir}; not guarding it"
+        cwd = process_cwd(guarded.pid)
+        if cwd is not None and cwd != os.path.realpath(data_dir):
+            return f"process {guarded.pid} does not run on {data_dir}; not guarding it"
     return None
 
 

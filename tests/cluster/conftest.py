@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from raftpg.cli.launcher import LocalCluster
 from raftpg.postgres.binaries import discover_bin_dir
+from tests.cluster.faults import FaultCluster
 
 HEALTHY_TIMEOUT = 90.0
 
@@ -34,11 +34,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(skip)
 
 
-def make_cluster(request: pytest.FixtureRequest, settled: Callable[[LocalCluster], object] | None = None,
-                 **kwargs: object) -> Iterator[LocalCluster]:
+def make_cluster(request: pytest.FixtureRequest, settled: Callable[[FaultCluster], object] | None = None,
+                 **kwargs: object) -> Iterator[FaultCluster]:
     """Start a cluster for a module, wait until `settled` (default: healthy), stop it by PID after."""
     base = scratch_dir(f"raftpg-{request.module.__name__.rsplit('.', 1)[-1]}-")
-    cluster = LocalCluster(base_dir=base, **kwargs)  # type: ignore[arg-type]
+    cluster = FaultCluster(base_dir=base, **kwargs)  # type: ignore[arg-type]
     cluster.start()
     try:
         if settled is None:
@@ -59,12 +59,12 @@ def make_cluster(request: pytest.FixtureRequest, settled: Callable[[LocalCluster
 
 
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
     yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2)
 
 
 @pytest.fixture
-def healthy(cluster: LocalCluster) -> LocalCluster:
+def healthy(cluster: FaultCluster) -> FaultCluster:
     """Every node running, one primary, all replicas streaming: the start state of each test."""
     for name, node in cluster.nodes.items():
         if node.raftpg_pid() is None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raftpg.cli.launcher import wait_for
-from raftpg.cli.netns import NetnsHosts
+from raftpg.poll import wait_for
+from tests.cluster.netns import NetnsHosts
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PROVISION = CHECKOUT / "packaging" / "provision.sh"

@@ -1,6 +1,8 @@
-"""Fault injection for cluster tests and the chaos runner: freezing PostgreSQL, power loss, port-level
-partitions inside network namespaces (nftables), a full Raft file system (tmpfs), and spotting a
-rejoin's pg_rewind / pg_basebackup. Root only; every process touched is addressed by PID.
+"""Fault injection for cluster tests and the chaos runner: FaultCluster (a LocalCluster that kills
+one process of a node, and cuts a node off the network when its nodes run in network namespaces),
+freezing PostgreSQL, power loss, port-level partitions inside network namespaces (nftables), a full
+Raft file system (tmpfs), and spotting a rejoin's pg_rewind / pg_basebackup. Root only; every
+process touched is addressed by PID.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from raftpg.cli.launcher import LocalCluster
-from raftpg.fence.kill import children_of
+from raftpg.devcluster import LocalCluster
+from raftpg.procfs import children_of
+from tests.cluster.netns import NetnsHosts
 
 NFT_TABLE = "raftpg_chaos"
 COMMAND_TIMEOUT = 10.0
@@ -28,6 +32,51 @@ FILLER_NAME = "chaos-filler"
 
 class FaultUnavailable(RuntimeError):
     """This machine cannot inject the fault (a tool or privilege is missing)."""
+
+
+@dataclass
+class FaultCluster(LocalCluster):
+    """A LocalCluster for fault tests; with `netns=True` (root) each node runs in its own network
+    namespace on a private bridge, so that `cut()` can partition it and `heal()` reconnect it."""
+
+    netns: bool = False
+
+    def __post_init__(self) -> None:
+        if self.netns:
+            self.network = NetnsHosts(self.size)
+        super().__post_init__()
+
+    def kill_raftpg(self, name: str, sig: int = signal.SIGKILL) -> None:
+        node = self.nodes[name]
+        pid = node.raftpg_pid()
+        if pid is None:
+            raise RuntimeError(f"{name}'s raftpg is not running")
+        os.kill(pid, sig)
+        if sig == signal.SIGKILL and node.process is not None:
+            node.process.wait(timeout=10)
+
+    def kill_postmaster(self, name: str) -> None:
+        pid = self.nodes[name].postmaster_pid()
+        if pid is None:
+            raise RuntimeError(f"{name}'s postmaster is not running")
+        os.kill(pid, signal.SIGKILL)
+
+    def cut(self, name: str) -> None:
+        """Partition one node from every other node and from this process (netns clusters only)."""
+        self._namespaces().cut(self._index(name))
+
+    def heal(self, name: str) -> None:
+        self._namespaces().heal(self._index(name))
+
+    def netns_exec(self, name: str) -> list[str]:
+        """argv prefix that runs a command as root inside a node's namespace, e.g. a client that must
+        keep reaching that node while it is cut off."""
+        return self._namespaces().exec_prefix(self._index(name), user=None)
+
+    def _namespaces(self) -> NetnsHosts:
+        if not isinstance(self.network, NetnsHosts) or not self.network.active:
+            raise RuntimeError("cut/heal need a running FaultCluster(netns=True)")
+        return self.network
 
 
 def freeze_postgres(cluster: LocalCluster, name: str) -> list[int]:
@@ -116,7 +165,7 @@ def check_nft() -> None:
         raise FaultUnavailable("port-level partitions need nft (Debian package nftables)")
 
 
-def block_ports(cluster: LocalCluster, name: str, ports: Iterable[int]) -> None:
+def block_ports(cluster: FaultCluster, name: str, ports: Iterable[int]) -> None:
     """Inside `name`'s namespace, drop TCP between it and the other members on `ports` (either end),
     both ways. Clients from the bridge address (the checker) still get through."""
     check_nft()
@@ -138,7 +187,7 @@ def block_ports(cluster: LocalCluster, name: str, ports: Iterable[int]) -> None:
     _run([*cluster.netns_exec(name), "nft", "-f", "-"], stdin=rules)
 
 
-def unblock_ports(cluster: LocalCluster, name: str) -> None:
+def unblock_ports(cluster: FaultCluster, name: str) -> None:
     """Remove block_ports' table; absent is fine."""
     with contextlib.suppress(RuntimeError):
         _run([*cluster.netns_exec(name), "nft", "delete", "table", "inet", NFT_TABLE])

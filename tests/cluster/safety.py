@@ -183,7 +183,7 @@ class SafetyChecker:
     """Runs a writer and one prober per node for the duration of a fault."""
 
     def __init__(self, cluster: object, rate: float = 100.0) -> None:
-        from raftpg.cli.launcher import LocalCluster
+        from raftpg.devcluster import LocalCluster
 
         assert isinstance(cluster, LocalCluster)
         self.cluster = cluster

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import wait_for
 from raftpg.http.client import HttpClient
+from raftpg.poll import wait_for
 from tests.cluster.conftest import scratch_dir
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raftpg.cli.launcher import LocalCluster, wait_for
 from raftpg.config import CALLBACK_EVENTS
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, scratch_dir
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]

@@ -22,11 +22,11 @@ import psycopg
 import pytest
 
 from raftpg.cli.cluster_secrets import ClusterSecrets
-from raftpg.cli.launcher import wait_for
-from raftpg.cli.netns import NetnsUnavailable, check_available
 from raftpg.fence.client import read_record
+from raftpg.poll import wait_for
 from tests.cluster.conftest import scratch_dir
 from tests.cluster.dist_hosts import CHECKOUT, OS_USER, PG_PORT, DistCluster, DistHost, clean_env, rss_kib
+from tests.cluster.netns import NetnsUnavailable, check_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 

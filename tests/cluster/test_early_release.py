@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
 from raftpg.fence.kill import process_alive
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
+from tests.cluster.faults import FaultCluster as LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

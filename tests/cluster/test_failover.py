@@ -8,7 +8,8 @@ import time
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
+from tests.cluster.faults import FaultCluster as LocalCluster
 from tests.cluster.safety import SafetyChecker
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.safety import SafetyChecker
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, free_ports, wait_for
+from raftpg.devcluster import LocalCluster, free_ports
+from raftpg.poll import wait_for
 from tests.cluster.conftest import make_cluster
 
 HAPROXY = shutil.which("haproxy")

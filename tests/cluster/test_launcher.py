@@ -6,16 +6,17 @@ import shutil
 
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
 from raftpg.fence.kill import process_alive
+from raftpg.poll import wait_for
 from tests.cluster.conftest import scratch_dir
+from tests.cluster.faults import FaultCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
 
 def test_a_node_that_cannot_start_fails_the_wait_at_once_with_its_log() -> None:
     base = scratch_dir("raftpg-test_launcher-")
-    cluster = LocalCluster(base_dir=base, ttl=3, loop_wait=1, retry_timeout=2)  # 1 + 2*2 > ttl: refused
+    cluster = FaultCluster(base_dir=base, ttl=3, loop_wait=1, retry_timeout=2)  # 1 + 2*2 > ttl: refused
     cluster.start()
     try:
         with pytest.raises(RuntimeError, match=r"exited with code 2:(.|\n)*retry_timeout"):
@@ -29,7 +30,7 @@ def test_a_node_that_cannot_start_fails_the_wait_at_once_with_its_log() -> None:
 @pytest.mark.timeout(150)
 def test_kill_node_and_stop_end_the_fence_too() -> None:
     base = scratch_dir("raftpg-test_launcher-")
-    cluster = LocalCluster(base_dir=base, ttl=5, loop_wait=1, retry_timeout=2)
+    cluster = FaultCluster(base_dir=base, ttl=5, loop_wait=1, retry_timeout=2)
     cluster.start()
     try:
         first = cluster.wait_healthy(60)

@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]

@@ -22,8 +22,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
 from tests.cluster.conftest import make_cluster
+from tests.cluster.faults import FaultCluster
 from tests.cluster.safety import SafetyChecker
 
 pytestmark = [pytest.mark.cluster]
@@ -32,18 +33,18 @@ CTL_TIMEOUT = 120.0
 HEALTHY_TIMEOUT = 90.0
 
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
     yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2)
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def running(cluster: LocalCluster) -> list[str]:
+def running(cluster: FaultCluster) -> list[str]:
     return [name for name, node in cluster.nodes.items() if node.raftpg_pid() is not None]
 
 
-def ctl(cluster: LocalCluster, *args: str, via: str | None = None,
+def ctl(cluster: FaultCluster, *args: str, via: str | None = None,
         timeout: float = CTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """`raftpg ctl -c <node.yml> ARGS` as a child process (no terminal: never prompts)."""
     name = via or running(cluster)[0]
@@ -54,26 +55,26 @@ def ctl(cluster: LocalCluster, *args: str, via: str | None = None,
                           env=env, check=False)
 
 
-def ctl_ok(cluster: LocalCluster, *args: str, via: str | None = None, timeout: float = CTL_TIMEOUT) -> str:
+def ctl_ok(cluster: FaultCluster, *args: str, via: str | None = None, timeout: float = CTL_TIMEOUT) -> str:
     result = ctl(cluster, *args, via=via, timeout=timeout)
     assert result.returncode == 0, (f"raftpg ctl {' '.join(args)} exited {result.returncode}\n"
                                     f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
     return result.stdout
 
 
-def cluster_doc(cluster: LocalCluster, name: str) -> dict[str, Any]:
+def cluster_doc(cluster: FaultCluster, name: str) -> dict[str, Any]:
     status, body = cluster.api_get(name, "/cluster")
     assert status == 200 and isinstance(body, dict), (status, body)
     return body
 
 
-def lease_seen_by(cluster: LocalCluster, name: str) -> tuple[str | None, int]:
+def lease_seen_by(cluster: FaultCluster, name: str) -> tuple[str | None, int]:
     """(holder, version) of the lease as `name`'s Raft replica applied it."""
     own = cluster_doc(cluster, name)["raftpg"]
     return own["lease_holder"], int(own["lease_version"])
 
 
-def show(cluster: LocalCluster, name: str, parameter: str) -> str | None:
+def show(cluster: FaultCluster, name: str, parameter: str) -> str | None:
     try:
         with psycopg.connect(cluster.dsn(name), autocommit=True) as conn:
             row = conn.execute(f"SHOW {parameter}").fetchone()
@@ -82,7 +83,7 @@ def show(cluster: LocalCluster, name: str, parameter: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def streams(cluster: LocalCluster, primary: str, name: str) -> bool:
+def streams(cluster: FaultCluster, primary: str, name: str) -> bool:
     return name in cluster.streaming_replicas(primary) and cluster.api_get(name, "/replica", timeout=1.0)[0] == 200
 
 
@@ -100,7 +101,7 @@ def iso(unix: float) -> str:
     return datetime.fromtimestamp(unix, tz=UTC).isoformat()
 
 
-def set_pause(cluster: LocalCluster, paused: bool) -> None:
+def set_pause(cluster: FaultCluster, paused: bool) -> None:
     """Best effort, for the fixture: leave no test's pause behind for the next one."""
     for name in running(cluster):
         status, body = cluster.api_get(name, "/cluster")
@@ -111,7 +112,7 @@ def set_pause(cluster: LocalCluster, paused: bool) -> None:
 
 
 @pytest.fixture
-def ready(cluster: LocalCluster) -> Iterator[LocalCluster]:
+def ready(cluster: FaultCluster) -> Iterator[FaultCluster]:
     """Every node running, not paused, no pending switchover, one primary and all replicas streaming."""
     for name, node in cluster.nodes.items():
         if node.raftpg_pid() is None:
@@ -138,7 +139,7 @@ def record_gap(what: str, gap: float) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_api_load_on_primary_never_costs_the_lease(ready: LocalCluster) -> None:
+def test_api_load_on_primary_never_costs_the_lease(ready: FaultCluster) -> None:
     primary = ready.wait_healthy(30)
     holder, version = lease_seen_by(ready, primary)
     assert holder == primary
@@ -185,7 +186,7 @@ def test_api_load_on_primary_never_costs_the_lease(ready: LocalCluster) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_ctl_switchover_to_named_candidate_loses_nothing(ready: LocalCluster) -> None:
+def test_ctl_switchover_to_named_candidate_loses_nothing(ready: FaultCluster) -> None:
     old = ready.wait_healthy(30)
     candidate = sorted(n for n in ready.nodes if n != old)[-1]
     with SafetyChecker(ready) as checker:
@@ -205,7 +206,7 @@ def test_ctl_switchover_to_named_candidate_loses_nothing(ready: LocalCluster) ->
 
 
 @pytest.mark.timeout(150)
-def test_scheduled_switchover_waits_for_its_time_and_a_cancelled_one_never_happens(ready: LocalCluster) -> None:
+def test_scheduled_switchover_waits_for_its_time_and_a_cancelled_one_never_happens(ready: FaultCluster) -> None:
     old = ready.wait_healthy(30)
     candidate = sorted(n for n in ready.nodes if n != old)[0]
     at = time.time() + 6.0
@@ -263,7 +264,7 @@ def test_scheduled_switchover_waits_for_its_time_and_a_cancelled_one_never_happe
 
 
 @pytest.mark.timeout(60)
-def test_edit_config_reaches_every_member(ready: LocalCluster) -> None:
+def test_edit_config_reaches_every_member(ready: FaultCluster) -> None:
     ready.wait_healthy(30)
     before = {name: show(ready, name, "work_mem") for name in ready.nodes}
     assert "8MB" not in before.values(), before
@@ -274,7 +275,7 @@ def test_edit_config_reaches_every_member(ready: LocalCluster) -> None:
                  f"work_mem = 8MB on {name}")
 
 
-def pending_in_list(cluster: LocalCluster) -> dict[str, bool]:
+def pending_in_list(cluster: FaultCluster) -> dict[str, bool]:
     import json
 
     records = json.loads(ctl_ok(cluster, "list", "-e", "--format", "json"))
@@ -282,7 +283,7 @@ def pending_in_list(cluster: LocalCluster) -> dict[str, bool]:
 
 
 @pytest.mark.timeout(180)
-def test_restart_only_parameter_is_pending_until_ctl_restart_pending(ready: LocalCluster) -> None:
+def test_restart_only_parameter_is_pending_until_ctl_restart_pending(ready: FaultCluster) -> None:
     primary = ready.wait_healthy(30)
     assert {show(ready, n, "shared_buffers") for n in ready.nodes} == {"16MB"}
     ctl_ok(ready, "edit-config", "--pg", "shared_buffers=24MB", "--force")
@@ -302,7 +303,7 @@ def test_restart_only_parameter_is_pending_until_ctl_restart_pending(ready: Loca
 
 
 @pytest.mark.timeout(150)
-def test_ctl_reinit_rebuilds_a_replica(ready: LocalCluster) -> None:
+def test_ctl_reinit_rebuilds_a_replica(ready: FaultCluster) -> None:
     primary = ready.wait_healthy(30)
     replica = sorted(n for n in ready.nodes if n != primary)[0]
     node = ready.nodes[replica]
@@ -333,7 +334,7 @@ def test_ctl_reinit_rebuilds_a_replica(ready: LocalCluster) -> None:
 
 
 @pytest.mark.timeout(150)
-def test_pause_means_no_failover_and_no_restart_until_resume(ready: LocalCluster) -> None:
+def test_pause_means_no_failover_and_no_restart_until_resume(ready: FaultCluster) -> None:
     primary = ready.wait_healthy(30)
     holder, version = lease_seen_by(ready, primary)
     assert holder == primary
@@ -366,7 +367,7 @@ def test_pause_means_no_failover_and_no_restart_until_resume(ready: LocalCluster
 
 
 @pytest.mark.timeout(150)
-def test_manual_switchover_works_while_paused(ready: LocalCluster) -> None:
+def test_manual_switchover_works_while_paused(ready: FaultCluster) -> None:
     old = ready.wait_healthy(30)
     candidate = sorted(n for n in ready.nodes if n != old)[0]
     ctl_ok(ready, "pause", "--wait")
@@ -388,7 +389,7 @@ def test_manual_switchover_works_while_paused(ready: LocalCluster) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_rolling_restart_under_pause_loses_nothing(ready: LocalCluster) -> None:
+def test_rolling_restart_under_pause_loses_nothing(ready: FaultCluster) -> None:
     primary = ready.wait_healthy(30)
     replicas = sorted(n for n in ready.nodes if n != primary)
     ctl_ok(ready, "pause", "--wait")

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
 from tests.cluster import faults
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
+from tests.cluster.faults import FaultCluster
 from tests.cluster.safety import SafetyChecker, watched_connect
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -28,7 +29,7 @@ WRITABLE_TIMEOUT = 60.0
 
 
 @pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
     yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2, synchronous_mode="quorum")
 
 
@@ -40,7 +41,7 @@ def acknowledged_after(checker: SafetyChecker, since: float) -> tuple[int, float
     return wait_for(probe, WRITABLE_TIMEOUT, "a write acknowledged after the fault", interval=0.01)
 
 
-def test_postmaster_crash_then_kill_of_the_same_node(healthy: LocalCluster) -> None:
+def test_postmaster_crash_then_kill_of_the_same_node(healthy: FaultCluster) -> None:
     with SafetyChecker(healthy) as checker:
         acknowledged_after(checker, time.monotonic())
         for delay in SECOND_FAULT_DELAYS:
@@ -60,7 +61,7 @@ def test_postmaster_crash_then_kill_of_the_same_node(healthy: LocalCluster) -> N
     assert healthy.streaming_replicas(primary) == set(healthy.nodes) - {primary}
 
 
-def test_power_loss_of_every_node(healthy: LocalCluster) -> None:
+def test_power_loss_of_every_node(healthy: FaultCluster) -> None:
     primary = healthy.wait_healthy(HEALTHY_TIMEOUT)
     identifier = faults.system_identifier(healthy.dsn(primary))
     with SafetyChecker(healthy) as checker:
@@ -75,7 +76,7 @@ def test_power_loss_of_every_node(healthy: LocalCluster) -> None:
     assert faults.system_identifier(healthy.dsn_any_primary()) == identifier
 
 
-def test_cancelled_synchronous_wait_is_not_an_acknowledgement(healthy: LocalCluster) -> None:
+def test_cancelled_synchronous_wait_is_not_an_acknowledgement(healthy: FaultCluster) -> None:
     """With every standby's PostgreSQL frozen, a commit on the primary waits for its quorum; cancelling
     that wait (pg_cancel_backend, as a driver's query timeout does) makes PostgreSQL report success with
     a WARNING only. The checker's notice watch must flag it: committed locally, never replicated.

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
-from raftpg.cli.netns import NetnsUnavailable, check_available
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
+from tests.cluster.faults import FaultCluster
+from tests.cluster.netns import NetnsUnavailable, check_available
 from tests.cluster.safety import Prober, SafetyChecker, overlapping_probes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -41,7 +42,7 @@ print(json.dumps(prober.intervals))
 
 
 @pytest.fixture(scope="module", params=["off", "on", "quorum"])
-def netns_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def netns_cluster(request: pytest.FixtureRequest) -> Iterator[FaultCluster]:
     try:
         check_available()
     except NetnsUnavailable as exc:
@@ -57,12 +58,12 @@ def netns_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
         pass
 
 
-def timeline(cluster: LocalCluster, name: str) -> int | None:
+def timeline(cluster: FaultCluster, name: str) -> int | None:
     status, body = cluster.api_get(name, "/patroni")
     return body.get("timeline") if status == 200 and isinstance(body, dict) else None
 
 
-def inside_prober(cluster: LocalCluster, name: str, seconds: float) -> subprocess.Popen[str]:
+def inside_prober(cluster: FaultCluster, name: str, seconds: float) -> subprocess.Popen[str]:
     """A prober in `name`'s own namespace: it keeps reaching that node's PostgreSQL while it is cut off."""
     port = cluster.nodes[name].ports.pg
     return subprocess.Popen(
@@ -80,7 +81,7 @@ def collect(process: subprocess.Popen[str], label: int, timeout: float) -> Probe
     return result
 
 
-def test_partitioned_primary_is_replaced_and_rejoins_as_replica(netns_cluster: LocalCluster) -> None:
+def test_partitioned_primary_is_replaced_and_rejoins_as_replica(netns_cluster: FaultCluster) -> None:
     cluster = netns_cluster
     for name, node in cluster.nodes.items():
         if node.raftpg_pid() is None:

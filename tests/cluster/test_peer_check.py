@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
 from raftpg.ha.loop import PEER_CHECK_INTERVAL, PEER_CHECK_TIMEOUT
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.test_tls import peer_problems
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from raftpg.cli.launcher import free_ports
+from raftpg.devcluster import free_ports
 from raftpg.postgres.instance import RewindOutcome, RewindResult
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")

@@ -18,8 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
-from raftpg.cli.supervisor import Supervisor
+from raftpg.devcluster import LocalCluster
+from raftpg.devcluster.supervisor import Supervisor
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.safety import SafetyChecker
 

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from benchmarks.scale import measure
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from tests.cluster.conftest import make_cluster
 from tests.cluster.safety import SafetyChecker
 

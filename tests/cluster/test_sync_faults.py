@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
+from tests.cluster.faults import FaultCluster as LocalCluster
 from tests.cluster.safety import SafetyChecker
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]

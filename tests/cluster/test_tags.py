@@ -22,7 +22,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
+from raftpg.poll import wait_for
 from raftpg.postgres.binaries import discover_bin_dir
 from tests.cluster.conftest import make_cluster
 

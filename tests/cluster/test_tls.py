@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from raftpg.cli.certs import CA_CERT_FILE
-from raftpg.cli.launcher import LocalCluster, wait_for
+from raftpg.devcluster import LocalCluster
 from raftpg.http.client import REFUSED_HANDSHAKE, HttpClient, HttpFailure, TlsFiles
 from raftpg.http.problems import FailureKind
+from raftpg.poll import wait_for
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.safety import SafetyChecker
 

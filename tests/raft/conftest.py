@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from raftpg.cli.launcher import free_ports
 from raftpg.consensus import RaftNode
+from raftpg.devcluster import free_ports
 
 SCOPE = "raft-test"
 PASSWORD = "correct horse battery staple"

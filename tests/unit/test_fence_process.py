@@ -71,7 +71,7 @@ def test_fed_fence_is_reused_and_disarms_without_touching_its_process(
     assert postmaster.poll() is None, "a disarmed fence must leave PostgreSQL alone"
 
 
-def test_the_fence_process_imports_only_the_standard_library_and_its_package() -> None:
+def test_the_fence_process_imports_only_the_standard_library_its_package_and_procfs() -> None:
     probe = (
         "import json, sys; import raftpg.fence.process; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('raftpg', 'asyncio', 'psycopg'))))"
@@ -83,4 +83,5 @@ def test_the_fence_process_imports_only_the_standard_library_and_its_package() -
         "raftpg.fence.kill",
         "raftpg.fence.process",
         "raftpg.fence.protocol",
+        "raftpg.procfs",
     ]

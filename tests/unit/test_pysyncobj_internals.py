@@ -11,10 +11,10 @@ import pytest
 from pysyncobj import SyncObj, SyncObjConf, SyncObjConsumer
 from pysyncobj.journal import FileJournal
 
-from raftpg.cli.launcher import free_ports
 from raftpg.consensus import pysyncobj_internals as internals
 from raftpg.consensus.machine import StateMachine
 from raftpg.consensus.replica import Replica
+from raftpg.devcluster import free_ports
 
 pytestmark = pytest.mark.unit
 

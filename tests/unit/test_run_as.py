@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftpg.cli.run_as import Identity, blocked_directories, check_runnable, explain, may_search
+from raftpg.devcluster.run_as import Identity, blocked_directories, check_runnable, explain, may_search
 
 POSTGRES = Identity(uid=100, gids=frozenset({100, 200}))
 

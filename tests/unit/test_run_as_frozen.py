@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from raftpg.cli.run_as import probe_command
+from raftpg.devcluster.run_as import probe_command
 
 pytestmark = pytest.mark.unit
 

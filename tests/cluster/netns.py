@@ -1,4 +1,5 @@
-"""Network-namespace hosts for the local cluster, so a test can cut one node off the network.
+"""Network-namespace hosts for the local cluster (a raftpg.devcluster HostNetwork), so a test can cut
+one node off the network.
 
 Loopback ports cannot be partitioned; a namespace per node joined to a bridge by a veth pair can:
 setting the host-side veth down isolates that node (it still reaches itself), setting it up heals
@@ -17,11 +18,21 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from raftpg.devcluster import NodePorts
+
 logger = logging.getLogger(__name__)
 
 SUBNET_PREFIX = "10.213"
 IP_TIMEOUT = 10.0
 MAX_HOSTS = 200
+# Namespace hosts each have their own address, so their ports can be fixed; they still differ per
+# node because the safety checker keys probes and writes by server port.
+RAFT_PORT = 5010
+API_PORT = 8008
+PG_PORT = 5432
+# A cut-off server never answers: without keepalives a client waits in recv() until the partition
+# heals and then records an acknowledgement whose interval spans the whole partition.
+CLIENT_OPTIONS = "keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
 
 
 class NetnsUnavailable(RuntimeError):
@@ -76,6 +87,7 @@ class NetnsHosts:
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     octet: int | None = None
     active: bool = False
+    client_options: str = CLIENT_OPTIONS
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_HOSTS:
@@ -98,6 +110,9 @@ class NetnsHosts:
         if self.octet is None:
             raise RuntimeError("no subnet chosen yet: call create() first")
         return f"{SUBNET_PREFIX}.{self.octet}.{10 + index}"
+
+    def ports(self, index: int) -> NodePorts:
+        return NodePorts(raft=RAFT_PORT + index, api=API_PORT + index, pg=PG_PORT + index)
 
     def exec_prefix(self, index: int, user: str | None) -> list[str]:
         """argv prefix that runs a program inside host `index` as `user`. Both `ip netns exec` and

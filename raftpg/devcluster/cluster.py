@@ -2,9 +2,9 @@
 benchmark adapter.
 
 Every process it starts is recorded by PID and stopped by PID. Run as root, it starts the nodes as
-an unprivileged OS user (PostgreSQL refuses root) in directories that user owns. With `netns=True`
-(root only) each node instead runs in its own network namespace on a private bridge (netns.py),
-so that `cut()` can partition it and `heal()` reconnect it.
+an unprivileged OS user (PostgreSQL refuses root) in directories that user owns. Given a
+HostNetwork, each node instead runs on its own host of it (the tests' network namespaces, which
+they can cut off and heal).
 """
 
 from __future__ import annotations
@@ -12,29 +12,26 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol
 
 import yaml
 
 from raftpg.cli.certs import CA_CERT_FILE, write_ca, write_node_cert
-from raftpg.cli.netns import NetnsHosts
 from raftpg.cli.self_exec import independent_environment, raftpg_command
 from raftpg.config import Auth, generate_raft_password
-from raftpg.fence.client import FenceClient
+from raftpg.devcluster.node import Node, NodePorts
+from raftpg.devcluster.ports import free_ports
 from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.http.client import HttpClient, HttpFailure, TlsFiles
+from raftpg.poll import wait_for, wait_until
 from raftpg.postgres.binaries import discover_bin_dir
-
-T = TypeVar("T")
 
 TEST_PARAMETERS = {
     "fsync": "off",
@@ -45,75 +42,23 @@ TEST_PARAMETERS = {
     "checkpoint_timeout": "30s",
 }
 
-# Namespace hosts each have their own address, so their ports can be fixed; they still differ per
-# node because the safety checker keys probes and writes by server port.
-FIRST_TEST_PORT = 10000  # loopback clusters take free ports from here up to the ephemeral range
-NETNS_RAFT_PORT = 5010
-NETNS_API_PORT = 8008
-NETNS_PG_PORT = 5432
-# A cut-off server never answers: without keepalives a client waits in recv() until the partition
-# heals and then records an acknowledgement whose interval spans the whole partition.
-NETNS_CLIENT_OPTIONS = "keepalives=1 keepalives_idle=1 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
 
+class HostNetwork(Protocol):
+    """Hosts numbered from 1, one per node, each with its own address (not loopback)."""
 
-@dataclass
-class NodePorts:
-    raft: int
-    api: int
-    pg: int
+    client_options: str  # libpq options every client of such a host needs
 
+    def create(self) -> None: ...
 
-@dataclass
-class Node:
-    name: str
-    ports: NodePorts
-    config_path: Path
-    log_path: Path
-    data_dir: Path
-    raft_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-    host: str = "127.0.0.1"
-    tls: bool = False
+    def destroy(self) -> None: ...
 
-    @property
-    def api_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.ports.api}"
+    def address(self, index: int) -> str: ...
 
-    @property
-    def tls_dir(self) -> Path:
-        return self.config_path.parent / "tls"
+    def ports(self, index: int) -> NodePorts: ...
 
-    def postmaster_pid(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _alive(pid) else None
-
-    def fence_pid(self) -> int | None:
-        """The fence guarding this node's postmaster, if one runs (its pid file is JSON, and a
-        recorded PID counts only while that process is still a fence for this run directory)."""
-        return FenceClient(self.raft_dir).pid()
-
-    @property
-    def pid_file(self) -> Path:
-        return self.config_path.parent / "raftpg.pid"
-
-    def raftpg_pid(self) -> int | None:
-        """The raftpg process: our child if we started it, else the one recorded by another launcher."""
-        if self.process is None:
-            return self._recorded_raftpg_pid()
-        if self.process.poll() is not None:
-            return None
-        return self.process.pid
-
-    def _recorded_raftpg_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"raftpg" in cmdline and _alive(pid) else None
+    def exec_prefix(self, index: int, user: str | None) -> list[str]:
+        """argv prefix that runs a program on host `index` as `user` (None: as we are)."""
+        ...
 
 
 @dataclass
@@ -132,9 +77,8 @@ class LocalCluster:
     api_auth: tuple[str, str] = ("admin", "admin-password")
     os_user: str | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
-    netns: bool = False
     tls: bool = False
-    _net: NetnsHosts | None = field(default=None, init=False, repr=False)
+    network: HostNetwork | None = None
     _http: HttpClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,31 +86,28 @@ class LocalCluster:
             self.os_user = "postgres"
         if self.tls:
             self._ensure_ca(self.ca_dir)
-        if self.netns:
-            self._net = NetnsHosts(self.size)
-            self._net.create()
+        if self.network is not None:
+            self.network.create()
         try:
             self._create_nodes()
         except BaseException:
-            if self._net is not None:
-                self._net.destroy()
+            if self.network is not None:
+                self.network.destroy()
             raise
 
     def _create_nodes(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
-        ports = free_ports(self.size * 3) if self._net is None else []
+        ports = free_ports(self.size * 3) if self.network is None else []
         for i in range(self.size):
             name = f"node{i + 1}"
             node_dir = self.base_dir / name
             node_dir.mkdir(exist_ok=True)
             self._chown(node_dir)
-            if self._net is None:
+            if self.network is None:
                 host, node_ports = "127.0.0.1", NodePorts(raft=ports[3 * i], api=ports[3 * i + 1], pg=ports[3 * i + 2])
             else:
-                host = self._net.address(i + 1)
-                node_ports = NodePorts(raft=NETNS_RAFT_PORT + i + 1, api=NETNS_API_PORT + i + 1,
-                                       pg=NETNS_PG_PORT + i + 1)
+                host, node_ports = self.network.address(i + 1), self.network.ports(i + 1)
             self.nodes[name] = Node(
                 name=name,
                 ports=node_ports,
@@ -185,7 +126,7 @@ class LocalCluster:
     def add_node(self) -> Node:
         """Configure one more loopback node for a running cluster (not started, not yet a Raft voter:
         `raftpg ctl members add` its raft_addr first). Its partners are every node already here."""
-        if self._net is not None:
+        if self.network is not None:
             raise RuntimeError("add_node supports loopback clusters only")
         name = f"node{len(self.nodes) + 1}"
         while name in self.nodes:
@@ -247,44 +188,6 @@ class LocalCluster:
         if self._http is None:
             self._http = HttpClient(self._client_tls(), Auth(*self.api_auth))
         return self._http
-
-    @classmethod
-    def attach(cls, base_dir: Path) -> LocalCluster:
-        """Rebuild a cluster another process started from its node.yml files, so that separate
-        short-lived commands (the benchmark adapter) can drive one cluster; raftpg PIDs come from
-        each node's raftpg.pid."""
-        configs = sorted(base_dir.glob("*/node.yml"))
-        if not configs:
-            raise FileNotFoundError(f"no node.yml under {base_dir}")
-        docs = [yaml.safe_load(path.read_text()) for path in configs]
-        first = docs[0]
-        dcs = dict(first["bootstrap"]["dcs"])
-        known = {"ttl", "loop_wait", "retry_timeout", "maximum_lag_on_failover", "primary_start_timeout",
-                 "synchronous_mode", "postgresql"}
-        auth = first["restapi"]["authentication"]
-        tls = first["restapi"].get("certfile") is not None
-        cluster = cls(
-            base_dir=base_dir, size=0, scope=first["scope"], ttl=dcs["ttl"], loop_wait=dcs["loop_wait"],
-            retry_timeout=dcs["retry_timeout"], synchronous_mode=dcs["synchronous_mode"],
-            parameters=dict(dcs["postgresql"]["parameters"]),
-            dcs_extra={k: v for k, v in dcs.items() if k not in known},
-            tags={doc["name"]: dict(doc.get("tags") or {}) for doc in docs},
-            password=first["raft"]["password"], api_auth=(auth["username"], auth["password"]), tls=tls,
-        )
-        for path, doc in zip(configs, docs, strict=True):
-            cluster.nodes[doc["name"]] = Node(
-                name=doc["name"],
-                ports=NodePorts(raft=_port(doc["raft"]["self_addr"]), api=_port(doc["restapi"]["listen"]),
-                                pg=_port(doc["postgresql"]["listen"])),
-                host=doc["restapi"]["connect_address"].rsplit(":", 1)[0],
-                config_path=path,
-                log_path=path.parent / "raftpg.log",
-                data_dir=Path(doc["postgresql"]["data_dir"]),
-                raft_dir=Path(doc["raft"]["data_dir"]),
-                tls=tls,
-            )
-        cluster.size = len(cluster.nodes)
-        return cluster
 
     # --- configuration -----------------------------------------------------------------------
     def dcs(self) -> dict[str, Any]:
@@ -367,16 +270,16 @@ class LocalCluster:
         env["PYTHONUNBUFFERED"] = "1"
         argv = [*raftpg_command(), "run", "-c", str(node.config_path), *extra_args]
         try:
-            if self._net is None:
+            if self.network is None:
                 node.process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     user=self.os_user, group=self._group(), start_new_session=True, cwd=str(self.base_dir),
                 )
             else:
                 # setns needs root, so the prefix drops to os_user itself (after entering the namespace).
-                self._net.create()
+                self.network.create()
                 node.process = subprocess.Popen(
-                    [*self._net.exec_prefix(self._index(name), self.os_user), *argv],
+                    [*self.network.exec_prefix(self._index(name), self.os_user), *argv],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True, cwd=str(self.base_dir),
                 )
@@ -419,23 +322,8 @@ class LocalCluster:
                 os.kill(pid, signal.SIGKILL)
         if node.process is not None:
             node.process.wait(timeout=10)
-        _wait_until(lambda: node.postmaster_pid() is None, 10)
+        wait_until(lambda: node.postmaster_pid() is None, 10)
         return killed_at
-
-    def kill_raftpg(self, name: str, sig: int = signal.SIGKILL) -> None:
-        node = self.nodes[name]
-        pid = node.raftpg_pid()
-        if pid is None:
-            raise RuntimeError(f"{name}'s raftpg is not running")
-        os.kill(pid, sig)
-        if sig == signal.SIGKILL and node.process is not None:
-            node.process.wait(timeout=10)
-
-    def kill_postmaster(self, name: str) -> None:
-        pid = self.nodes[name].postmaster_pid()
-        if pid is None:
-            raise RuntimeError(f"{name}'s postmaster is not running")
-        os.kill(pid, signal.SIGKILL)
 
     def stop_node(self, name: str, timeout: float = 60) -> int | None:
         node = self.nodes[name]
@@ -448,31 +336,14 @@ class LocalCluster:
             self.kill_node(name)
             return None
 
-    def cut(self, name: str) -> None:
-        """Partition one node from every other node and from this process (netns clusters only)."""
-        self._require_net().cut(self._index(name))
-
-    def heal(self, name: str) -> None:
-        self._require_net().heal(self._index(name))
-
-    def netns_exec(self, name: str) -> list[str]:
-        """argv prefix that runs a command as root inside a node's namespace, e.g. a client that must
-        keep reaching that node while it is cut off."""
-        return self._require_net().exec_prefix(self._index(name), user=None)
-
-    def _require_net(self) -> NetnsHosts:
-        if self._net is None or not self._net.active:
-            raise RuntimeError("cut/heal need a running LocalCluster(netns=True)")
-        return self._net
-
     def stop(self) -> None:
         """Stop everything this launcher started, by PID: raftpg, then leftovers (fence, postmaster);
         then remove the namespace hosts, if any (start() builds them again)."""
         try:
             self._stop_processes()
         finally:
-            if self._net is not None:
-                self._net.destroy()
+            if self.network is not None:
+                self.network.destroy()
 
     def _stop_processes(self) -> None:
         # The primary first, alone: it hands over to a replica that is still up (a second, not a
@@ -501,7 +372,7 @@ class LocalCluster:
             if postmaster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(postmaster, signal.SIGKILL)
-                _wait_until(lambda n=node: n.postmaster_pid() is None, 10)  # type: ignore[misc]
+                wait_until(lambda n=node: n.postmaster_pid() is None, 10)  # type: ignore[misc]
 
     def remove(self) -> None:
         shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -578,7 +449,7 @@ class LocalCluster:
                 f"connect_timeout=2 target_session_attrs=read-write{self._client_options()}")
 
     def _client_options(self) -> str:
-        return "" if self._net is None else " " + NETNS_CLIENT_OPTIONS
+        return "" if self.network is None else " " + self.network.client_options
 
     def pids(self) -> Iterator[tuple[str, int]]:
         for node in self.nodes.values():
@@ -591,71 +462,3 @@ class LocalCluster:
 def _node_environment() -> dict[str, str]:
     """A node's environment: ours without RAFTPG_* overrides, and (frozen) not tied to our unpacked files."""
     return independent_environment({k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")})
-
-
-def _port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-_handed_out: set[int] = set()
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free on host now, chosen below the kernel's ephemeral range (a port the kernel hands
-    out for bind to port 0 can be taken by any outgoing connection, ours or PostgreSQL's, before
-    the server meant to get it binds it), and never one this process handed out before."""
-    if count == 0:
-        return []
-    first_ephemeral = _first_ephemeral_port()
-    pool = list(range(FIRST_TEST_PORT, max(FIRST_TEST_PORT + count, first_ephemeral)))
-    random.shuffle(pool)
-    chosen: list[int] = []
-    for port in pool:
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        chosen.append(port)
-        if len(chosen) == count:
-            _handed_out.update(chosen)
-            return chosen
-    raise RuntimeError(f"no {count} free ports between {FIRST_TEST_PORT} and {first_ephemeral}")
-
-
-def _first_ephemeral_port() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

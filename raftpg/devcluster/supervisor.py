@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from raftpg.cli.launcher import LocalCluster
 from raftpg.cli.self_exec import EX_TEMPFAIL
+from raftpg.devcluster.cluster import LocalCluster
 
 logger = logging.getLogger(__name__)
 

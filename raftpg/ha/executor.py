@@ -10,7 +10,6 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from raftpg.clock import boottime
 from raftpg.config import Address, DynamicConfig
 from raftpg.consensus import ConsensusError
 from raftpg.ha.actions import (
@@ -99,7 +98,7 @@ class Executor(Transitions):
     async def carry_out(self, action: Action, local: LocalView, cluster: ClusterView) -> ActionResult:
         logger.debug("carrying out %s", action)
         try:
-            if self.lease.holds(boottime()) and not isinstance(action, SELF_RENEWING):
+            if self.lease.held() and not isinstance(action, SELF_RENEWING):
                 # A promotion or a restart can outlast the lease: keep renewing meanwhile, or the
                 # fence would stop PostgreSQL half-way through.
                 config = cluster.config

@@ -38,15 +38,17 @@ class LeaseKeeper:
         self.name = name
         self.instance_id = instance_id
         self.deadline: float | None = None
-        self.version: int | None = None
         self.ttl: float = 0.0
 
     def holds(self, now: float) -> bool:
         return self.deadline is not None and now < self.deadline
 
+    def held(self) -> bool:
+        """holds() at this very moment: the interlock checked right before an irreversible step."""
+        return self.holds(boottime())
+
     def forget(self) -> None:
         self.deadline = None
-        self.version = None
 
     async def acquire(self, version: int, revision: int, ttl: float, *, bootstrapping: bool,
                       timeout: float) -> bool:
@@ -54,7 +56,7 @@ class LeaseKeeper:
         ok = await self._raft.acquire_lease(self.name, self.instance_id, version, revision, ttl,
                                             bootstrapping=bootstrapping, timeout=timeout)
         if ok:
-            self._granted(sent_at, ttl, version + 1)
+            self._granted(sent_at, ttl)
         return ok
 
     async def renew(self, ttl: float, *, clear_bootstrapping: bool = False, timeout: float) -> bool:
@@ -67,7 +69,7 @@ class LeaseKeeper:
                                           bootstrapping=lease.bootstrapping and not clear_bootstrapping,
                                           timeout=timeout)
         if ok:
-            self._granted(sent_at, ttl, lease.version)
+            self._granted(sent_at, ttl)
         return ok
 
     async def release(self, timeout: float) -> bool:
@@ -75,9 +77,8 @@ class LeaseKeeper:
         self.forget()
         return await self._raft.release_lease(self.name, self.instance_id, version, timeout=timeout)
 
-    def _granted(self, sent_at: float, ttl: float, version: int) -> None:
+    def _granted(self, sent_at: float, ttl: float) -> None:
         self.deadline = sent_at + ttl
-        self.version = version
         self.ttl = ttl
         if self._fence.is_armed():
             self._fence.feed(self.deadline - fence_margin(ttl))

@@ -18,10 +18,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from raftpg import __version__
 from raftpg.clock import boottime
 from raftpg.config import ConfigError, DynamicConfig, Settings
-from raftpg.consensus import ConsensusError, RaftNode, Snapshot
+from raftpg.consensus import ConsensusError, RaftNode
 from raftpg.fence.client import FenceClient
 from raftpg.ha.actions import (
     AcquireLease,
@@ -35,9 +34,9 @@ from raftpg.ha.actions import (
     SetPostgresSync,
     SetRaftSync,
 )
-from raftpg.ha.core import complete, needs_reinit, step
+from raftpg.ha.core import complete, step
 from raftpg.ha.executor import Executor, LocalRequest
-from raftpg.ha.lease import LeaseKeeper, fence_margin
+from raftpg.ha.lease import LeaseKeeper
 from raftpg.ha.memory import Memory
 from raftpg.ha.observations import (
     ConfigApplied,
@@ -52,16 +51,14 @@ from raftpg.ha.observations import (
 )
 from raftpg.ha.peers import fetch_peer_positions
 from raftpg.ha.publishing import heartbeat_interval, should_publish
-from raftpg.ha.status import NodeStatus, ReplicationInfo
+from raftpg.ha.records import member_record, node_status, system_identifier
+from raftpg.ha.status import NodeStatus
 from raftpg.ha.sync import ASYNC, parse_standby_names
 from raftpg.ha.views import (
     ClusterView,
-    FailoverRequest,
-    LeaseView,
     LocalView,
     MemberView,
     PgRole,
-    SyncState,
 )
 from raftpg.ha.watchdog import Watchdog, WatchdogError
 from raftpg.http.client import MemberClient
@@ -230,7 +227,7 @@ class HaLoop:
         control = None if pg_status.running else await self._controldata(config)
         now = boottime()
         local = self._local_view(pg_status, control, now)
-        cluster = self._cluster_view(snap, config, now)
+        cluster = ClusterView.from_snapshot(snap, config, now)
         due = self._step(CycleStarted(cluster, local, _primary_sync_names(pg_status),
                                       config_version=snap.config_version, pg_running=pg_status.running))
         local = complete(self.memory, cluster, local)
@@ -244,7 +241,7 @@ class HaLoop:
         now = boottime()
         local = replace(local, now=now, lease_deadline=self.lease.deadline)
         snap = self.raft.snapshot()
-        cluster = self._cluster_view(snap, config, now)
+        cluster = ClusterView.from_snapshot(snap, config, now)
         if (cluster.lease.free or cluster.lease.expired) and cluster.system_identifier is not None \
                 and local.role is PgRole.REPLICA and not self.lease.holds(now):
             others = [m for m in cluster.members.values() if m.name != local.name]
@@ -268,12 +265,14 @@ class HaLoop:
             pg_status = await self.pg.status(timeout=config.retry_timeout)
             control = None if pg_status.running else await self._controldata(config)
             now = boottime()
-            cluster = self._cluster_view(self.raft.snapshot(), config, now)
+            cluster = ClusterView.from_snapshot(self.raft.snapshot(), config, now)
             local = self._local_view(pg_status, control, now)
             self._step(Gathered(cluster, local, _primary_sync_names(pg_status)))
             local = complete(self.memory, cluster, local)
             await self._publish(local, pg_status, config)  # others judge us by this record
-        self._status = self._build_status(local, pg_status, cluster, config, actions)
+        deadline = self.lease.deadline if self.lease.holds(boottime()) else None
+        self._status = node_status(self.settings, local, pg_status, cluster, self.memory, deadline,
+                                   self._last_decision, boottime())
         await self._steer_watchdog(config)
         return again
 
@@ -376,7 +375,7 @@ class HaLoop:
             tags=self.settings.tags,
             data_dir=data_dir,
             role=role,
-            system_identifier=_sysid(pg, control),
+            system_identifier=system_identifier(pg, control),
             timeline=pg.timeline if pg.running else (control.timeline if control else None),
             lsn=pg.lsn,
             replay_lsn=pg.replay_lsn,
@@ -408,31 +407,6 @@ class HaLoop:
                 return f"disk nearly full: {label} has {free // 2**20} MiB free (< {MIN_FREE_BYTES // 2**20} MiB)"
         return None
 
-    def _cluster_view(self, snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
-        lease = snap.lease
-        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in snap.members}
-        members = {
-            name: MemberView.from_record(name, record, fresh=ages[name] < config.ttl, age=ages[name])
-            for name, record in snap.members.items()
-        }
-        return ClusterView(
-            system_identifier=snap.initialize,
-            lease=LeaseView(
-                holder=lease.holder,
-                instance_id=lease.instance_id,
-                version=lease.version,
-                revision=lease.revision,
-                ttl=lease.ttl,
-                expired=lease.expired(now),
-                bootstrapping=lease.bootstrapping,
-                lsn_at_handover=lease.lsn_at_handover,
-            ),
-            members=MappingProxyType(members),
-            config=config,
-            failover=FailoverRequest.from_record(snap.failover) if snap.failover else None,
-            sync=SyncState.from_record(snap.sync or {}),
-        )
-
     def _start_publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
         if self._publishing is not None and not self._publishing.done():
             return  # the previous one is still under way; the next cycle publishes again
@@ -440,7 +414,8 @@ class HaLoop:
 
     async def _publish(self, local: LocalView, pg: PgStatus, config: DynamicConfig) -> None:
         """Publish our record if it changed or the heartbeat is due (publishing.py)."""
-        record = self.member_record(local, pg)
+        record = member_record(self.settings, self.instance_id, local, pg, self.memory.state,
+                               self._status.needs_reinit)
         snap = self.raft.snapshot()
         name = self.settings.name
         if not should_publish(snap.members.get(name), record, snap.member_applied_at.get(name), boottime(),
@@ -451,69 +426,6 @@ class HaLoop:
         except ConsensusError as exc:
             logger.warning("could not publish our member status: %s", exc)
 
-    def member_record(self, local: LocalView, pg: PgStatus) -> dict[str, Any]:
-        s = self.settings
-        role = {PgRole.PRIMARY: "primary", PgRole.REPLICA: "replica"}.get(local.role, "unknown")
-        return {
-            "instance_id": self.instance_id,
-            "raft_addr": str(s.raft.self_addr),
-            "api_url": s.restapi.url,
-            "host": s.postgresql.connect_address.host,
-            "port": s.postgresql.connect_address.port,
-            "role": role,
-            "state": self.memory.state.value if not pg.running else "running",
-            "timeline": local.timeline,
-            "lsn": local.lsn,
-            "receive_lsn": pg.receive_lsn,
-            "replay_lsn": pg.replay_lsn,
-            "upstream": local.upstream if local.role is PgRole.REPLICA else None,
-            "tags": s.tags.to_dict(),
-            "version": __version__,
-            "pending_restart": pg.pending_restart,
-            "needs_reinit": self._status.needs_reinit,
-            "server_version": pg.server_version,
-            "updated": time.time(),
-        }
-
-    def _build_status(self, local: LocalView, pg: PgStatus, cluster: ClusterView, config: DynamicConfig,
-                      actions: list[Action]) -> NodeStatus:
-        role = {PgRole.PRIMARY: "primary", PgRole.REPLICA: "replica"}.get(local.role, "unknown")
-        if cluster.system_identifier is None and not pg.running:
-            role = "uninitialized"
-        sync = cluster.sync
-        return NodeStatus(
-            name=self.settings.name,
-            scope=self.settings.scope,
-            role=role,
-            state="running" if pg.running else self.memory.state.value,
-            tags=self.settings.tags,
-            pg_running=pg.running,
-            in_recovery=pg.in_recovery,
-            timeline=local.timeline,
-            server_version=pg.server_version,
-            system_identifier=local.system_identifier,
-            wal_lsn=pg.lsn if local.role is PgRole.PRIMARY else None,
-            receive_lsn=pg.receive_lsn,
-            replay_lsn=pg.replay_lsn,
-            upstream=local.upstream,
-            streaming=pg.streaming,
-            replication=tuple(
-                ReplicationInfo(r.application_name, None, r.state, r.sync_state, r.write_lsn,
-                                r.flush_lsn, r.replay_lsn) for r in pg.replication
-            ),
-            pending_restart=pg.pending_restart,
-            paused=config.pause,
-            lease_holder=cluster.lease.holder,
-            lease_version=cluster.lease.version,
-            lease_deadline=self.lease.deadline if self.lease.holds(boottime()) else None,
-            lease_margin=fence_margin(config.ttl),
-            sync_standby=self.settings.name in sync.members and config.synchronous_mode == "on",
-            quorum_standby=self.settings.name in sync.members and config.synchronous_mode == "quorum",
-            updated_at=boottime(),
-            last_decision=self._last_decision,
-            needs_reinit=needs_reinit(self.memory, local, config, self.settings.scope),
-        )
-
     def invalidate_primary_status(self) -> None:
         """Called before a demotion starts: /primary must say 503 from this instant."""
         self._status = replace(self._status, lease_deadline=None, role="demoting")
@@ -521,17 +433,11 @@ class HaLoop:
     async def shutdown(self, handover_timeout: float) -> None:
         """Clean stop (rule 4): hand the lease to the best replica, or stop and release."""
         await self.watchdog.disarm()
-        cluster = self._cluster_view(self.raft.snapshot(), self.config(), boottime())
+        cluster = ClusterView.from_snapshot(self.raft.snapshot(), self.config(), boottime())
         status = self._status
         plan = self._step(ShutdownRequested(cluster, self.settings.name, status.role,
                                             holds_lease=self.lease.holds(boottime())))
         await self.executor.shutdown(plan, cluster, handover_timeout)
-
-
-def _sysid(pg: PgStatus, control: ControlData | None) -> str | None:
-    if pg.system_identifier is not None:
-        return str(pg.system_identifier)
-    return str(control.system_identifier) if control is not None else None
 
 
 def _primary_sync_names(pg: PgStatus) -> str | None:

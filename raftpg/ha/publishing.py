@@ -3,8 +3,8 @@
 Every publish is a Raft commit that every member applies, so publishing an unchanged record every
 loop_wait cost n commits per loop_wait and O(n^2) leader traffic on an idle cluster. The record is
 also the heartbeat: others see a member as fresh while its record was applied less than ttl ago
-(HaLoop._cluster_view). So an unchanged record is republished only when the one in Raft has become
-old enough, judged on the same clock the freshness check uses: the local applied-at time.
+(ClusterView.from_snapshot). So an unchanged record is republished only when the one in Raft has
+become old enough, judged on the same clock the freshness check uses: the local applied-at time.
 """
 
 from __future__ import annotations

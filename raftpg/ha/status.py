@@ -66,12 +66,6 @@ class NodeStatus:
             and now < self.lease_deadline - self.lease_margin
         )
 
-    def lag_behind(self, leader_lsn: int | None) -> int | None:
-        if leader_lsn is None:
-            return None
-        position = max(self.receive_lsn or 0, self.replay_lsn or 0)
-        return max(0, leader_lsn - position)
-
     def xlog(self) -> dict[str, Any]:
         if self.role == "primary":
             return {"location": self.wal_lsn}

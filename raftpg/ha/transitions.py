@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from raftpg.clock import boottime
 from raftpg.config import Address, DynamicConfig, Settings
 from raftpg.consensus import ConsensusError, RaftNode
 from raftpg.ha.actions import Action, Bootstrap, ClearFailover, Promote, ReleaseLease, StartPrimary
@@ -134,7 +133,7 @@ class Transitions:
         prev-link", on every retry.)
         """
         config = cluster.config
-        if not self.lease.holds(boottime()):
+        if not self.lease.held():
             logger.error("not starting as primary: our lease deadline has passed")
             return False
         self.report(PrimaryStarting(config.synchronous_mode))
@@ -144,7 +143,7 @@ class Transitions:
                                 timeout=max(5.0, config.ttl, config.start_timeout), locked=True)
             self.report(PrimaryStarted())
             await self._arm_fence()
-            fenced_in_time = self.lease.holds(boottime())
+            fenced_in_time = self.lease.held()
         except (TimeoutError, PostgresError, OSError, RuntimeError):
             # Never leave an unfenced primary behind (a start that timed out leaves it recovering).
             await self._stop_unfenced_primary(config)
@@ -168,7 +167,7 @@ class Transitions:
         acknowledges nothing until its synchronous standbys are in Raft (rule 5), and the lease is
         still ours once the fence is armed (starting or stopping others may have taken long)."""
         await self._arm_fence()
-        if not self.lease.holds(boottime()):
+        if not self.lease.held():
             logger.error("not promoting: our lease deadline has passed meanwhile")
             return False
         self.report(PromotionStarting(config.synchronous_mode))
@@ -210,7 +209,7 @@ class Transitions:
 
     async def _promote(self, action: Promote, local: LocalView, cluster: ClusterView) -> bool:
         config = cluster.config
-        if not self.lease.holds(boottime()):
+        if not self.lease.held():
             logger.error("not promoting: our lease deadline has passed meanwhile")
             return False
         result = await self._stop_and_report(action, cluster, local.lsn or 0, timeout=config.retry_timeout)

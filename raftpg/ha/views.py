@@ -1,8 +1,8 @@
 """What decide() sees: immutable views of the cluster (from Raft) and of this node.
 
-The loop builds these from the Raft snapshot, PostgreSQL status and peers' REST answers; decide()
-reads nothing else. Everything is a frozen dataclass so a table-driven test can build any situation
-by hand.
+The loop builds these from the Raft snapshot (ClusterView.from_snapshot), PostgreSQL status and
+peers' REST answers; decide() reads nothing else. Everything is a frozen dataclass so a table-driven
+test can build any situation by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from raftpg.config import DynamicConfig, Tags
+from raftpg.consensus import Snapshot
 from raftpg.ha.sync import ASYNC, SyncSet
 from raftpg.postgres.datadir import DataDirState
 
@@ -150,6 +151,33 @@ class ClusterView:
     failover: FailoverRequest | None = None
     sync: SyncState = SyncState()
     peers: Mapping[str, PeerPosition] = field(default_factory=lambda: MappingProxyType({}))  # race only
+
+    @staticmethod
+    def from_snapshot(snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
+        """The local replica's state as decide() sees it: ages and lease expiry judged on our clock."""
+        lease = snap.lease
+        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in snap.members}
+        members = {
+            name: MemberView.from_record(name, record, fresh=ages[name] < config.ttl, age=ages[name])
+            for name, record in snap.members.items()
+        }
+        return ClusterView(
+            system_identifier=snap.initialize,
+            lease=LeaseView(
+                holder=lease.holder,
+                instance_id=lease.instance_id,
+                version=lease.version,
+                revision=lease.revision,
+                ttl=lease.ttl,
+                expired=lease.expired(now),
+                bootstrapping=lease.bootstrapping,
+                lsn_at_handover=lease.lsn_at_handover,
+            ),
+            members=MappingProxyType(members),
+            config=config,
+            failover=FailoverRequest.from_record(snap.failover) if snap.failover else None,
+            sync=SyncState.from_record(snap.sync or {}),
+        )
 
     @property
     def paused(self) -> bool:

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
+from psycopg.conninfo import make_conninfo
+
 from raftpg.config import CLUSTER_WIDE_PARAMETERS, RAFTPG_OWNED_PARAMETERS, Address, Auth, PostgresSettings
 
 logger = logging.getLogger(__name__)
@@ -132,15 +134,6 @@ def read_standby_settings(conf_text: str) -> tuple[str | None, str | None]:
     return found.get("primary_conninfo"), found.get("primary_slot_name")
 
 
-def quote_conninfo_value(value: str) -> str:
-    """Quote a value for a libpq connection string (backslash-escaped single quotes)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def format_conninfo(params: Mapping[str, str]) -> str:
-    return " ".join(f"{key}={quote_conninfo_value(value)}" for key, value in params.items())
-
-
 def primary_conninfo(
     upstream: Address, replication: Auth, application_name: str, *, connect_timeout: int = 5
 ) -> str:
@@ -159,7 +152,7 @@ def primary_conninfo(
         keepalives_interval="2",
         keepalives_count="3",
     )
-    return format_conninfo(params)
+    return make_conninfo("", **params)
 
 
 def render_postgresql_conf(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from psycopg import sql
 from psycopg.abc import Params
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from raftpg.config import Address, PostgresSettings
@@ -95,12 +96,6 @@ class RewindResult:
         return self.outcome is RewindOutcome.FAILED and re.search(
             r"could not (?:read WAL record|find previous WAL record)|incorrect prev-link|"
             r"could not find common ancestor", self.output) is not None
-
-    @property
-    def summary(self) -> str:
-        """The outcome and pg_rewind's last line, for one log line."""
-        lines = self.output.strip().splitlines()
-        return f"{self.outcome.value}: {lines[-1]}" if lines else self.outcome.value
 
 
 class PostgresInstance:
@@ -218,15 +213,8 @@ class PostgresInstance:
         state = self._require_empty("basebackup")
         self._make_data_dir()
         repl = self.settings.replication
-        conninfo = conf.format_conninfo(
-            {
-                "host": source.host,
-                "port": str(source.port),
-                "user": repl.username,
-                "application_name": self.member_name,
-                "connect_timeout": "5",
-            }
-        )
+        conninfo = make_conninfo("", host=source.host, port=source.port, user=repl.username,
+                                 application_name=self.member_name, connect_timeout=5)
         argv = [self._bin("pg_basebackup"), "-D", str(self.data_dir), "-d", conninfo]
         argv += ["-X", "stream", "-c", "fast", "-w", "--no-manifest"]
         if slot is not None:
@@ -408,16 +396,8 @@ class PostgresInstance:
         # pg_rewind may run crash recovery in single-user mode, which refuses standby mode.
         await asyncio.to_thread(self._set_standby_signal, False)
         su = self.settings.superuser
-        conninfo = conf.format_conninfo(
-            {
-                "host": source.host,
-                "port": str(source.port),
-                "user": su.username,
-                "dbname": "postgres",
-                "application_name": f"{self.member_name} pg_rewind",
-                "connect_timeout": "5",
-            }
-        )
+        conninfo = make_conninfo("", host=source.host, port=source.port, user=su.username, dbname="postgres",
+                                 application_name=f"{self.member_name} pg_rewind", connect_timeout=5)
         argv = [self._bin("pg_rewind"), "--target-pgdata", str(self.data_dir), "--source-server", conninfo]
         env = command_env(c_locale=True, password=su.password or None)
         await asyncio.to_thread(self.rewind_marker.touch, 0o600)

@@ -56,7 +56,7 @@ class World:
     # LeaseKeeper
     instance_id = "i-node1"
 
-    def holds(self, now: float) -> bool:
+    def held(self) -> bool:
         return True
 
     async def arm_fence(self, pid: int) -> None:

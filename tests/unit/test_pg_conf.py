@@ -126,14 +126,14 @@ def test_standby_conf_has_conninfo_and_slot_and_reads_back() -> None:
 
 
 def test_primary_conninfo_fields_and_quoting() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
     conninfo = conf.primary_conninfo(Address("10.0.0.1", 5432), Auth("repl", "pa'ss\\word"), "node 2")
-    assert "host='10.0.0.1'" in conninfo
-    assert "port='5432'" in conninfo
-    assert "user='repl'" in conninfo
-    assert "password='pa\\'ss\\\\word'" in conninfo
-    assert "application_name='node 2'" in conninfo
-    assert "connect_timeout='5'" in conninfo
-    assert "keepalives='1'" in conninfo
+    assert conninfo_to_dict(conninfo) == {
+        "host": "10.0.0.1", "port": "5432", "user": "repl", "password": "pa'ss\\word", "application_name": "node 2",
+        "connect_timeout": "5", "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
+        "keepalives_count": "3",
+    }
 
 
 def test_primary_conninfo_leaves_out_an_empty_password() -> None:

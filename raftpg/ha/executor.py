@@ -56,6 +56,7 @@ from raftpg.ha.observations import (
 )
 from raftpg.ha.transitions import Transitions
 from raftpg.ha.views import ClusterView, LocalView, PgRole
+from raftpg.poll import async_wait_until
 from raftpg.postgres.conf import slot_name_for
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
@@ -213,18 +214,19 @@ class Executor(Transitions):
         self.report(SyncRequested(config.synchronous_mode, action.members, action.quorum))
         names = self.memory().sync_names
         await self.pg.reload(parameters=self.parameters(config), timeout=config.retry_timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.retry_timeout
-        while True:
+        switched: list[int] = []
+
+        async def took_effect() -> bool:
             rows = await self.pg.execute("SELECT current_setting('synchronous_standby_names'), "
                                          "pg_current_wal_lsn() - '0/0'::pg_lsn", timeout=config.retry_timeout)
             if rows and rows[0][0] == names:
-                switch_lsn = int(rows[0][1])
-                self.report(SyncApplied(switch_lsn))
-                break
-            if loop.time() > deadline:
-                raise PostgresError("synchronous_standby_names did not take effect after reload")
-            await asyncio.sleep(SYNC_POLL_INTERVAL)
+                switched.append(int(rows[0][1]))
+            return bool(switched)
+
+        if not await async_wait_until(took_effect, config.retry_timeout, SYNC_POLL_INTERVAL):
+            raise PostgresError("synchronous_standby_names did not take effect after reload")
+        switch_lsn = switched[0]
+        self.report(SyncApplied(switch_lsn))
         logger.info("%s: synchronous_standby_names = '%s' from LSN %s", action.reason, names, switch_lsn)
         if action.members:
             await self._nudge_sync_standbys(action.members, config)
@@ -233,16 +235,14 @@ class Executor(Transitions):
         """Release commits that waited for a synchronous standby now, not on its next status reply
         (wal_receiver_status_interval later): once a named standby's walsender counts it as
         synchronous, commit one transaction of our own; the standby replies on flushing it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + config.retry_timeout / 2
-        while loop.time() < deadline:
+        async def counted() -> bool:
             rows = await self.pg.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name = ANY(%s) "
                                          "AND sync_state IN ('sync', 'quorum', 'potential')", (sorted(members),),
                                          timeout=config.retry_timeout)
-            if rows and rows[0][0] > 0:
-                await self.pg.execute("SELECT txid_current()", timeout=config.retry_timeout)
-                return
-            await asyncio.sleep(SYNC_POLL_INTERVAL)
+            return bool(rows and rows[0][0] > 0)
+
+        if await async_wait_until(counted, config.retry_timeout / 2, SYNC_POLL_INTERVAL):
+            await self.pg.execute("SELECT txid_current()", timeout=config.retry_timeout)
 
     async def _clone(self, action: Clone, cluster: ClusterView) -> bool:
         self.report(Busy(PgState.CREATING_REPLICA))

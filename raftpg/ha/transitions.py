@@ -7,7 +7,6 @@ The lease checks here are interlocks, read on the lease's own clock at the momen
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -42,6 +41,7 @@ from raftpg.ha.observations import (
 from raftpg.ha.peers import fetch_peer_positions, fetch_status, peer_position_from_status
 from raftpg.ha.views import ClusterView, LocalView
 from raftpg.http.client import MemberClient
+from raftpg.poll import async_wait_until
 from raftpg.postgres.conf import PROMOTION_PARAMETERS, build_parameters, slot_name_for
 from raftpg.postgres.errors import PostgresError
 from raftpg.postgres.instance import PostgresInstance
@@ -186,10 +186,9 @@ class Transitions:
         name = self.settings.name
         reports: dict[str, WitnessReport] = {}
         pending = {n: cluster.members[n] for n in sorted(action.witnesses)} if action.reports_needed else {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        ahead = False
-        while pending and not ahead and loop.time() < deadline:
+
+        async def settled() -> bool:
+            """One round of questions: done when every witness stopped, or one is ahead of us."""
             for member_name, member in list(pending.items()):
                 body = await fetch_status(self.http, member, timeout=1.0)
                 if body is None:
@@ -199,12 +198,13 @@ class Transitions:
                                        position.role)
                 reports[member_name] = report
                 if report.lsn is not None and report.lsn > own_lsn:
-                    ahead = True
-                    break
+                    return True
                 if witness_stopped(report, name):
                     del pending[member_name]
-            if pending and not ahead:
-                await asyncio.sleep(POLL_INTERVAL)
+            return not pending
+
+        if pending:
+            await async_wait_until(settled, timeout, POLL_INTERVAL)
         return StopAndReportResult(name, own_lsn, action.witnesses, action.reports_needed, tuple(reports.values()))
 
     async def _promote(self, action: Promote, local: LocalView, cluster: ClusterView) -> bool:
@@ -262,15 +262,13 @@ class Transitions:
         return ok
 
     async def _wait_received(self, candidate: str, cluster: ClusterView, lsn: int, timeout: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout
         member = cluster.members[candidate]
-        while asyncio.get_running_loop().time() < deadline:
-            positions = await fetch_peer_positions(self.http, [member], timeout=1.0)
-            position = positions[candidate]
-            if position.reachable and position.lsn is not None and position.lsn >= lsn:
-                return True
-            await asyncio.sleep(POLL_INTERVAL)
-        return False
+
+        async def received() -> bool:
+            position = (await fetch_peer_positions(self.http, [member], timeout=1.0))[candidate]
+            return position.reachable and position.lsn is not None and position.lsn >= lsn
+
+        return await async_wait_until(received, timeout, POLL_INTERVAL)
 
     # --- bootstrap ---------------------------------------------------------------------------
     async def _bootstrap(self, action: Bootstrap, cluster: ClusterView) -> bool:

@@ -9,7 +9,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from raftpg.fence.kill import process_alive, process_cmdline, stat_fields
+from raftpg.procfs import process_alive, process_cmdline, stat_fields
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
 from raftpg.config import Address, PostgresSettings
-from raftpg.fence.kill import kill_postmaster_tree, process_alive
+from raftpg.fence.kill import kill_postmaster_tree
+from raftpg.poll import async_wait_until
 from raftpg.postgres import conf, datadir
 from raftpg.postgres.command import command_env, run_command
 from raftpg.postgres.controldata import ControlData, read_controldata
@@ -35,6 +36,7 @@ from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError,
 from raftpg.postgres.session import PgSession, Statement
 from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
 from raftpg.postgres.status import PgStatus, query_status
+from raftpg.procfs import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +140,8 @@ class PostgresInstance:
     async def wait_orphans_gone(self, timeout: float) -> None:
         """With no postmaster, give the backends of a killed one (they exit on noticing its death,
         within milliseconds) a moment, so that a crash is judged 'surely stopped' this cycle."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if self.postmaster_pid() is not None or not datadir.processes_in(self.data_dir):
-                return
-            await asyncio.sleep(0.02)
+        await async_wait_until(lambda: self.postmaster_pid() is not None or not datadir.processes_in(self.data_dir),
+                               timeout, interval=0.02)
 
     def standby_signal_present(self) -> bool:
         return (self.data_dir / STANDBY_SIGNAL).exists()
@@ -594,10 +592,4 @@ async def _wait_gone(pid: int, timeout: float, *, reaped: bool = False) -> bool:
     def present() -> bool:
         return datadir.process_state(pid) is not None if reaped else process_alive(pid)
 
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while present():
-        if loop.time() >= end:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+    return await async_wait_until(lambda: not present(), timeout)

@@ -26,14 +26,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from raftpg.clock import boottime
 from raftpg.devcluster import free_ports
+from raftpg.poll import wait_for
 from raftpg.postgres.instance import RewindOutcome, RewindResult
+from raftpg.procfs import children_of, process_alive
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 SU_PASSWORD = "su-pass'word\\x"  # quotes and backslashes on purpose
@@ -148,40 +151,6 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def alive(pid: int) -> bool:
-    """A live process; zombies (killed, not yet reaped by init) count as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if stat[stat.rfind(")") + 2 :].split()[1] == str(pid):
-                found.add(int(entry.name))
-    return found
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def boottime() -> float:
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
 def status(node: Node) -> dict[str, Any]:
     result: dict[str, Any] = drive(node, "status")
     return result
@@ -213,10 +182,10 @@ def kill_leftovers(base: Path) -> None:
     for pidfile in base.glob("*/data/postmaster.pid"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             pid = int(pidfile.read_text().split()[0])
-            if alive(pid) and os.readlink(f"/proc/{pid}/cwd") == str(pidfile.parent):
+            if process_alive(pid) and os.readlink(f"/proc/{pid}/cwd") == str(pidfile.parent):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)  # no new backends while we collect them
-                victims += [*children(pid), pid]  # every backend leads its own process group
+                victims += [*children_of(pid), pid]  # every backend leads its own process group
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -343,7 +312,7 @@ def test_data_dir_states_and_refusals(n1: Node, base_dir: Path) -> None:
 def test_stop_and_start_again(n1: Node) -> None:
     pid = drive(n1, "pid")
     drive(n1, "stop", mode="fast")
-    assert not alive(pid)
+    assert not process_alive(pid)
     st = status(n1)
     assert st["running"] is False and st["postmaster_pid"] is None
     assert drive(n1, "controldata")["cluster_state"] == "shut down"
@@ -444,7 +413,7 @@ def fence_pid(node: Node) -> int | None:
         pid = int(json.loads((node.run_dir / "fence.pid").read_text())["pid"])
     except (FileNotFoundError, ValueError, KeyError):
         return None
-    return pid if alive(pid) else None
+    return pid if process_alive(pid) else None
 
 
 def test_unfed_fence_stops_postgres_after_the_deadline(n1: Node, n3: Node) -> None:
@@ -456,20 +425,20 @@ def test_unfed_fence_stops_postgres_after_the_deadline(n1: Node, n3: Node) -> No
     )
     backend = client.execute("SELECT pg_backend_pid()").fetchone()
     assert backend is not None
-    processes = children(pid) | {pid}
+    processes = {*children_of(pid), pid}
     assert backend[0] in processes
     assert os.getpgid(pid) == pid  # pg_ctl made the postmaster a group leader
 
     deadline = boottime() + 1.5
     fence = drive(n3, "fence_arm", deadline=deadline)
-    assert alive(fence)
+    assert process_alive(fence)
     while boottime() < deadline - 0.15:
-        assert alive(pid), "fence stopped PostgreSQL before the deadline"
+        assert process_alive(pid), "fence stopped PostgreSQL before the deadline"
         time.sleep(0.05)
-    wait_for(lambda: not any(alive(p) for p in processes), deadline - boottime() + 3.0, "fenced processes gone")
+    wait_for(lambda: not any(process_alive(p) for p in processes), deadline - boottime() + 3.0, "fenced processes gone")
     assert boottime() >= deadline
     client.close()
-    wait_for(lambda: not alive(fence), 3, "fence exit")
+    wait_for(lambda: not process_alive(fence), 3, "fence exit")
     log = (n3.run_dir / "fence.log").read_text()
     assert "fencing: lease deadline passed" in log
     assert "without renewal" in log
@@ -493,17 +462,18 @@ def test_fence_kills_a_frozen_postmaster_and_every_backend(n1: Node, n3: Node) -
     busy.start()
     try:
         wait_for(lambda: _proc_state(backend) == "R", 5, "backend spinning", 0.02)
-        processes = children(pid) | {pid}
+        processes = {*children_of(pid), pid}
         deadline = boottime() + 1.0
         drive(n3, "fence_arm", deadline=deadline)
         os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: not any(alive(p) for p in processes), deadline - boottime() + 3.0, "all processes gone")
+        wait_for(lambda: not any(process_alive(p) for p in processes), deadline - boottime() + 3.0,
+                 "all processes gone")
         assert boottime() >= deadline
         busy.join(5)
         log = (n3.run_dir / "fence.log").read_text()
         assert "still there; SIGKILLed it and its children" in log
     finally:
-        if alive(backend):
+        if process_alive(backend):
             os.kill(backend, signal.SIGKILL)
         client.close()
 
@@ -528,9 +498,9 @@ def test_fed_fence_keeps_postgres_alive_and_disarms(n1: Node, n3: Node) -> None:
     assert boottime() - started >= 3.0
     assert result["armed_after_feeding"] is True
     assert result["pid_after"] == result["pid_before"]
-    wait_for(lambda: not alive(result["pid_before"]), 5, "fence exit after disarm")
+    wait_for(lambda: not process_alive(result["pid_before"]), 5, "fence exit after disarm")
     time.sleep(1.3)  # past the last deadline it was fed: a disarmed fence does nothing
-    assert alive(pid)
+    assert process_alive(pid)
     assert "disarmed by raftpg" in (n3.run_dir / "fence.log").read_text()
 
 
@@ -547,16 +517,16 @@ def test_fence_survives_its_starter_and_is_reused(n1: Node, n3: Node) -> None:
     info = drive(n3, "fence_info")
     assert info == {"pid": fence, "armed": True, "guarded": pid}
     drive(n3, "fence_disarm")
-    assert not alive(fence)
+    assert not process_alive(fence)
     assert drive(n3, "fence_info") == {"pid": None, "armed": False, "guarded": None}
-    assert alive(pid)
+    assert process_alive(pid)
 
 
 def test_fence_exits_when_postgres_is_gone(n1: Node, n3: Node) -> None:
     ensure_running_standby(n3, n1)
     fence = drive(n3, "fence_arm", deadline=boottime() + 60)
     drive(n3, "stop", mode="fast")
-    wait_for(lambda: not alive(fence), 3, "fence exit")
+    wait_for(lambda: not process_alive(fence), 3, "fence exit")
     assert "nothing left to guard" in (n3.run_dir / "fence.log").read_text()
 
 
@@ -569,9 +539,9 @@ def test_stop_kills_a_server_that_does_not_stop_in_time(n1: Node, n3: Node) -> N
     ) as client:
         row = client.execute("SELECT pg_backend_pid()").fetchone()
         assert row is not None
-        processes = children(pid) | {pid}
+        processes = {*children_of(pid), pid}
         drive(n3, "stop", mode="smart", timeout=1)  # smart waits for our client: never, here
-        assert not any(alive(p) for p in processes)
+        assert not any(process_alive(p) for p in processes)
     assert drive(n3, "controldata")["cluster_state"] != "shut down"
 
 

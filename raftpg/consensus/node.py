@@ -30,10 +30,11 @@ from pysyncobj import FAIL_REASON, SyncObjException
 from raftpg.clock import boottime
 from raftpg.consensus import state as st
 from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
-from raftpg.consensus.machine import StateMachine, copy_state
+from raftpg.consensus.leadership import TRANSFER_RETRY, leadership_target
+from raftpg.consensus.machine import Published, StateMachine, copy_state
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.consensus.outcome import Resolver, resolver_for
-from raftpg.consensus.pysyncobj_internals import check, destroy_unstarted, meta_file, read_status
+from raftpg.consensus.pysyncobj_internals import check, destroy_unstarted, is_leader, meta_file, read_status
 from raftpg.consensus.replica import Replica
 from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE, build_conf, derive_key, validate_timings
 
@@ -52,6 +53,8 @@ _BACKOFF_FIRST = 0.02
 _BACKOFF_MAX = 0.2
 _RESOLVE_POLL = 0.02
 _FILE_MODE_CHECK_EVERY = 2.0
+_LEADERSHIP_CHECK_EVERY = 0.2
+_HAND_OFF_WAIT = 1.0  # at most this long, a stopping leader waits for its successor
 
 _Reply = tuple[Any, int]
 
@@ -66,6 +69,21 @@ def _plain(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what} must be plain JSON data: {e}") from e
+
+
+def _lease_of(published: Published) -> Lease:
+    """Published state is never mutated (machine.py): read without copying, also from the tick thread."""
+    lease = published.state["lease"]
+    return Lease(
+        holder=lease["holder"],
+        instance_id=lease["instance_id"],
+        version=lease["version"],
+        revision=lease["revision"],
+        ttl=lease["ttl"],
+        lsn_at_handover=lease["lsn_at_handover"],
+        bootstrapping=lease["bootstrapping"],
+        applied_at=published.lease_applied_at,
+    )
 
 
 def _settle(fut: asyncio.Future[_Reply], result: Any, error: int) -> None:
@@ -107,6 +125,10 @@ class RaftNode:
         self._change_pending = False
         self._pending: set[asyncio.Future[_Reply]] = set()
         self._modes_checked_at = 0.0
+        self._leadership_checked_at = 0.0
+        self._transfer_to: str | None = None
+        self._transfer_not_before = 0.0
+        self._handing_off = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -139,6 +161,7 @@ class RaftNode:
                 f"cannot bind Raft address {self._self_addr}: port in use or address not on this host"
             ) from e
         obj.addOnTickCallback(self._guard_file_modes)
+        obj.addOnTickCallback(self._follow_lease)
         self._syncobj = obj
         logger.info(
             "Raft replica started on %s with partners %s (data in %s)",
@@ -153,11 +176,16 @@ class RaftNode:
             logger.info("rejoined: this replica has the cluster's Raft log and stands for election again")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Destroy the replica and wait (bounded) for its tick thread to end."""
+        """Hand Raft leadership on (bounded), destroy the replica and wait (bounded) for its tick
+        thread to end. A leader that simply vanished would cost the others an election timeout."""
         if self._stopped:
             return
-        self._stopped = True
         obj = self._syncobj
+        if obj is not None and obj.tick_thread_alive():
+            status = self.raft_status()
+            if status.is_leader and any(status.partners.values()):
+                await self._hand_off_leadership(min(_HAND_OFF_WAIT, timeout / 2))
+        self._stopped = True
         if obj is not None:
             obj.destroy()
             loop = asyncio.get_running_loop()
@@ -171,6 +199,47 @@ class RaftNode:
             _settle(fut, None, _STOPPED)
         logger.info("Raft replica on %s stopped", self._self_addr)
 
+    async def _hand_off_leadership(self, wait: float) -> None:
+        self._handing_off = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline and self.raft_status().leader in (None, self._self_addr):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # the tick thread acts; then a successor wins its election
+        leader = self.raft_status().leader
+        if leader not in (None, self._self_addr):
+            logger.info("Raft leadership handed to %s before stopping", leader)
+        else:
+            logger.info("Raft leadership not handed on within %.1fs: the others elect a leader after their "
+                        "election timeout", wait)
+
+    def _follow_lease(self) -> None:
+        """Tick thread (pysyncobj's transport is not thread-safe): leadership.py's rule."""
+        obj = self._syncobj
+        now = boottime()
+        if obj is None or self._stopped or now - self._leadership_checked_at < _LEADERSHIP_CHECK_EVERY:
+            return
+        self._leadership_checked_at = now
+        if not is_leader(obj):
+            self._transfer_to = None
+            return
+        published = self._machine.published
+        target = leadership_target(_lease_of(published), published.state["members"], self._self_addr,
+                                   frozenset(self._cluster_addrs()), now)
+        if target is None and not self._handing_off:
+            return
+        if target == self._transfer_to and now < self._transfer_not_before:
+            return
+        self._transfer_to = target
+        self._transfer_not_before = now + TRANSFER_RETRY
+        why = "the lease holder's replica" if target is not None else "the most caught-up follower"
+        logger.info("Raft leadership: handing it to %s (%s)", target or "the most caught-up follower", why)
+        obj.transferLeadership(target, callback=self._transfer_answered)
+
+    def _transfer_answered(self, _result: Any, error: int) -> None:
+        if error != FAIL_REASON.SUCCESS:
+            logger.info("Raft leadership transfer to %s refused (error %s: not connected or not caught up); "
+                        "trying again in %.0fs", self._transfer_to or "a follower", error, TRANSFER_RETRY)
+
     def tick_thread_alive(self) -> bool:
         return bool(self._syncobj is not None and self._syncobj.tick_thread_alive())
 
@@ -183,20 +252,10 @@ class RaftNode:
     def snapshot(self) -> Snapshot:
         published = self._machine.published
         state = copy_state(published.state)
-        lease = state["lease"]
         return Snapshot(
             scope=state["cluster"]["scope"],
             initialize=state["initialize"],
-            lease=Lease(
-                holder=lease["holder"],
-                instance_id=lease["instance_id"],
-                version=lease["version"],
-                revision=lease["revision"],
-                ttl=lease["ttl"],
-                lsn_at_handover=lease["lsn_at_handover"],
-                bootstrapping=lease["bootstrapping"],
-                applied_at=published.lease_applied_at,
-            ),
+            lease=_lease_of(published),
             members=state["members"],
             member_applied_at=dict(published.member_applied_at),
             config=state["config"],
@@ -266,6 +325,7 @@ class RaftNode:
             bootstrapping=bootstrapping,
             request_id=_request_id(),
             wall_time=time.time(),
+            inherit=True,
         )
         return await self._submit(command, timeout)
 
@@ -310,6 +370,7 @@ class RaftNode:
             to_instance_id=to_instance_id,
             lsn=lsn,
             request_id=_request_id(),
+            both_hold_all=True,
         )
         return await self._submit(command, timeout)
 

@@ -2,11 +2,12 @@
 
 pysyncobj has no public API for what raftpg needs: holding a replica back from elections, making
 its journal durable, reading how much journal is in use, telling the leader state and connected
-partners from getStatus(), destroying a replica whose port did not bind, and keeping local
-bookkeeping out of the full dump. Each of these rests on a private name, a byte offset or a magic
-value of the release below. check() verifies them all against the installed pysyncobj and fails
-loudly, naming both versions, before a replica is built; tests/unit/test_pysyncobj_internals.py
-runs it and exercises each one, so an upgrade that breaks one fails there first.
+partners from getStatus() (the leader state cheaply from _isLeader()), destroying a replica whose
+port did not bind, and keeping local bookkeeping out of the full dump. Each of these rests on a
+private name, a byte offset or a magic value of the release below. check() verifies them all
+against the installed pysyncobj and fails loudly, naming both versions, before a replica is built;
+tests/unit/test_pysyncobj_internals.py runs it and exercises each one, so an upgrade that breaks
+one fails there first.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ _PUBLIC_METHODS = (
     "addNodeToCluster",
     "removeNodeFromCluster",
     "getStatus",
+    "transferLeadership",
+    "_isLeader",
 )
 
 
@@ -147,6 +150,11 @@ def destroy_unstarted(obj: SyncObj) -> None:
     """Release the journal and sockets of a replica whose tick thread never ran (its port did not
     bind): destroy() only asks the tick thread to do it."""
     obj._doDestroy()
+
+
+def is_leader(obj: SyncObj) -> bool:
+    """Cheap enough for every tick, unlike getStatus(); call it on the tick thread."""
+    return bool(obj._isLeader())
 
 
 def read_status(obj: SyncObj, self_addr: str, journal_file: Path) -> RaftStatus:

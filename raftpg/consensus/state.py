@@ -94,9 +94,10 @@ def _holds(state: State, name: Any, instance_id: Any, version: Any) -> bool:
     )
 
 
-def _new_holder(state: State, holder: str | None, instance_id: str | None, request_id: Any) -> None:
+def _new_holder(state: State, holder: str | None, instance_id: str | None, request_id: Any,
+                keep_owed_lsn: bool = False) -> None:
     lease = state["lease"]
-    if holder is None or holder != lease["holder"]:
+    if not (keep_owed_lsn and holder is not None and holder == lease["holder"]):
         # A reclaim by the same member (its process restarted) still owes the hand-over LSN.
         lease["lsn_at_handover"] = None
     lease["holder"] = holder
@@ -105,6 +106,11 @@ def _new_holder(state: State, holder: str | None, instance_id: str | None, reque
     lease["revision"] += 1
     lease["request_id"] = request_id
     lease["bootstrapping"] = False
+
+
+def _reset_sync(state: State, leader: str) -> None:
+    """What releases before 2 did on acquire and hand-over; kept for replaying their log entries."""
+    state["sync"] = {"leader": leader, "members": []}
 
 
 def _inherit_sync(state: State, leader: str) -> None:
@@ -140,18 +146,22 @@ def acquire_lease(
     bootstrapping: bool,
     request_id: str,
     wall_time: float,
+    inherit: bool = False,
 ) -> bool:
-    """Compare-and-set on (version, revision): a renewal the acquirer did not see makes it fail."""
+    """Compare-and-set on (version, revision): a renewal the acquirer did not see makes it fail.
+
+    `inherit` (what this release proposes; absent from entries older releases wrote, which replay
+    as they applied then): the sync record and a hand-over LSN the same member still owes survive."""
     lease = state["lease"]
     if not (_is_str(name) and _is_str(instance_id) and _is_ttl(ttl)):
         return False
     if lease["version"] != expected_version or lease["revision"] != expected_revision:
         return False
-    _new_holder(state, name, instance_id, request_id)
+    _new_holder(state, name, instance_id, request_id, keep_owed_lsn=bool(inherit))
     lease["ttl"] = float(ttl)
     lease["bootstrapping"] = bool(bootstrapping)
     lease["acquired_wall"] = wall_time
-    _inherit_sync(state, name)
+    (_inherit_sync if inherit else _reset_sync)(state, name)
     return True
 
 
@@ -193,13 +203,15 @@ def handover_lease(
     to_instance_id: str,
     lsn: int | None,
     request_id: str,
+    both_hold_all: bool = False,
 ) -> bool:
     """DESIGN rule 4: the old primary hands over with its shutdown checkpoint LSN recorded.
 
     It stopped cleanly and the target has received everything up to that checkpoint, so every
-    commit acknowledged so far is on both of them: the sync record says exactly that (rule 5). If
-    the target dies before it promotes, the old primary may take over, and a member that may lack
-    those commits may not."""
+    commit acknowledged so far is on both of them: with `both_hold_all` (what this release
+    proposes) the sync record says exactly that (rule 5). If the target dies before it promotes,
+    the old primary may take over, and a member that may lack those commits may not. Entries older
+    releases wrote lack the flag and replay as they applied then."""
     if not (_is_str(to_name) and _is_str(to_instance_id)):
         return False
     if lsn is not None and not _is_int(lsn):
@@ -208,7 +220,9 @@ def handover_lease(
         return False
     _new_holder(state, to_name, to_instance_id, request_id)
     state["lease"]["lsn_at_handover"] = lsn
-    if lsn is None:
+    if not both_hold_all:
+        _reset_sync(state, to_name)
+    elif lsn is None:
         _inherit_sync(state, to_name)
     else:
         state["sync"] = {"leader": to_name, "members": sorted({name, to_name}), "quorum": 2}

@@ -111,7 +111,7 @@ async def test_every_operation_round_trips(cluster: Cluster) -> None:
     assert dict(snap.members) == {"a": {"instance_id": "ia", "role": "primary"}}
     assert set(snap.member_applied_at) == {"a"}
     assert (dict(snap.config), snap.config_version) == ({"ttl": 3, "loop_wait": 1}, 1)
-    assert dict(snap.sync) == {"leader": "b", "members": []}  # reset by the handover
+    assert dict(snap.sync) == {"leader": "b", "members": ["a", "b"], "quorum": 2}  # both hold every commit
     assert [h["request_id"] for h in snap.history] == ["h1"]
     assert snap.failover is None
     with pytest.raises(ValueError, match="plain JSON"):
@@ -508,3 +508,35 @@ async def test_removing_the_raft_leader_right_after_it_died(cluster: Cluster) ->
         await wait_until(lambda i=i: cluster.addrs[old] not in cluster.node(i).raft_status().partners, 5.0,
                          f"node {i} to drop the removed member")
     assert await cluster.node(survivor).acquire_lease("a", "ia", 0, 0, 3.0, timeout=CMD_TIMEOUT)
+
+
+# ------------------------------------------------------------------ leadership follows the lease
+
+
+async def test_raft_leadership_follows_the_lease_holder(cluster: Cluster) -> None:
+    """The holder's renewals then commit without a forwarding hop; a switchover moves both."""
+    leader = await cluster.wait_leader()
+    follower = next(i for i in cluster.running() if i != leader)
+    for holder in (follower, leader):
+        n = cluster.node(holder)
+        name = f"m{holder}"
+        await n.publish_member(name, {"instance_id": name, "raft_addr": cluster.addrs[holder]}, timeout=CMD_TIMEOUT)
+        lease = n.snapshot().lease
+        if lease.holder is None:
+            assert await n.acquire_lease(name, name, lease.version, lease.revision, 3.0, timeout=CMD_TIMEOUT)
+        else:
+            assert await n.handover_lease(lease.holder, lease.instance_id or "", lease.version, name, name, 1,
+                                          timeout=CMD_TIMEOUT)
+        await wait_until(lambda: cluster.leader_index() == holder, 10,  # noqa: B023 (awaited at once)
+                         f"Raft leadership to follow to {name}")
+
+
+async def test_a_stopping_raft_leader_hands_leadership_on(cluster: Cluster,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    leader = await cluster.wait_leader()
+    with caplog.at_level("INFO", logger="raftpg.consensus.node"):
+        await cluster.stop(leader)
+    handed = [r.getMessage() for r in caplog.records if "handed to" in r.getMessage()]
+    assert handed, [r.getMessage() for r in caplog.records]
+    new = await cluster.wait_leader()
+    assert cluster.addrs[new] in handed[0]

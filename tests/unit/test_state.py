@@ -68,15 +68,25 @@ def test_acquire_keeps_the_sync_record_of_earlier_commits() -> None:
     assert st.set_sync(state, "a", "ia", 1, {"members": ["b", "c"], "quorum": 1})
     assert st.release_lease(state, "a", "ia", 1)
     assert state["sync"]["members"] == ["b", "c"]
-    assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0)
+    assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0, inherit=True)
     assert state["sync"] == {"leader": "b", "members": ["b", "c"], "quorum": 1}
+
+
+def test_an_acquire_written_by_an_older_release_replays_as_it_applied_then() -> None:
+    state = held()
+    assert st.set_sync(state, "a", "ia", 1, {"members": ["b", "c"], "quorum": 1})
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
+    assert state["sync"] == {"leader": "b", "members": []}
+    assert st.acquire_lease(state, "b", "ib-restarted", 2, 2, 3.0, False, "r-b", 0.0)
+    assert state["sync"] == {"leader": "b", "members": []}
+    assert state["lease"]["lsn_at_handover"] is None
 
 
 def test_acquire_over_a_corrupt_sync_record_starts_an_empty_one() -> None:
     state = held()
     state["sync"] = "garbage"
     assert st.release_lease(state, "a", "ia", 1)
-    assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0)
+    assert st.acquire_lease(state, "b", "ib", 2, 2, 3.0, False, "r-b", 0.0, inherit=True)
     assert state["sync"] == {"leader": "b", "members": []}
 
 
@@ -84,15 +94,15 @@ def test_a_reclaim_by_the_hand_over_target_keeps_the_hand_over_lsn() -> None:
     """A switchover target killed before it promoted and restarted (new instance id) still owes the
     old primary's shutdown checkpoint; a different member taking the lease does not."""
     state = held()
-    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
-    assert st.acquire_lease(state, "b", "ib-restarted", 2, 2, 3.0, False, "r-b", 0.0)
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h", both_hold_all=True)
+    assert st.acquire_lease(state, "b", "ib-restarted", 2, 2, 3.0, False, "r-b", 0.0, inherit=True)
     assert state["lease"]["lsn_at_handover"] == 0x3000060
     assert st.release_lease(state, "b", "ib-restarted", 3)
     assert state["lease"]["lsn_at_handover"] is None
     assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h") is False
     state2 = held()
-    assert st.handover_lease(state2, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
-    assert st.acquire_lease(state2, "c", "ic", 2, 2, 3.0, False, "r-c", 0.0)
+    assert st.handover_lease(state2, "a", "ia", 1, "b", "ib", 0x3000060, "r-h", both_hold_all=True)
+    assert st.acquire_lease(state2, "c", "ic", 2, 2, 3.0, False, "r-c", 0.0, inherit=True)
     assert state2["lease"]["lsn_at_handover"] is None
 
 
@@ -126,7 +136,7 @@ def test_handover_moves_holder_records_lsn_and_both_ends_as_the_sync_record() ->
     the shutdown checkpoint): either may promote, nobody else."""
     state = held()
     assert st.set_sync(state, "a", "ia", 1, {"members": ["c"], "quorum": 1})
-    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h")
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", 0x3000060, "r-h", both_hold_all=True)
     lease = state["lease"]
     assert (lease["holder"], lease["instance_id"], lease["version"], lease["revision"]) == ("b", "ib", 2, 2)
     assert lease["lsn_at_handover"] == 0x3000060
@@ -136,7 +146,7 @@ def test_handover_moves_holder_records_lsn_and_both_ends_as_the_sync_record() ->
 def test_handover_without_a_checkpoint_lsn_keeps_the_sync_record() -> None:
     state = held()
     assert st.set_sync(state, "a", "ia", 1, {"members": ["b", "c"], "quorum": 1})
-    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", None, "r-h")
+    assert st.handover_lease(state, "a", "ia", 1, "b", "ib", None, "r-h", both_hold_all=True)
     assert state["sync"] == {"leader": "b", "members": ["b", "c"], "quorum": 1}
 
 

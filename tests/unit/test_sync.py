@@ -180,7 +180,7 @@ def test_model_check_no_acknowledged_commit_lost_across_changes_of_holder(mode: 
                 target_name = rng.choice(sorted(set(names) - {primary}))
                 has[target_name] = has[primary]
                 assert st.handover_lease(state, primary, lease["instance_id"], lease["version"], target_name,
-                                         f"i-{target_name}", has[primary], f"h{tick}")
+                                         f"i-{target_name}", has[primary], f"h{tick}", both_hold_all=True)
                 primary, pg, switch = target_name, None, has[target_name]
             elif primary in up and len(up) == len(names):
                 up.discard(primary)  # the primary dies; one faulty member at a time
@@ -197,7 +197,7 @@ def test_model_check_no_acknowledged_commit_lost_across_changes_of_holder(mode: 
                 assert has[winner] >= acked, (mode, tick, raft, has, winner, acked)
                 assert st.release_lease(state, primary, lease["instance_id"], lease["version"])
                 assert st.acquire_lease(state, winner, f"i-{winner}", lease["version"], lease["revision"],
-                                        5.0, False, f"r{tick}", 0.0)
+                                        5.0, False, f"r{tick}", 0.0, inherit=True)
                 primary, pg, switch = winner, None, has[winner]
                 for m in names:
                     has[m] = min(has[m], has[winner])  # rewound onto the new history

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
 
-    from raftpg.cli import certs_cmd, ctl, demo
+    from raftpg.cli import certs_cmd, demo
+    from raftpg.cli.ctl import commands as ctl
 
     ctl.register(sub)
     demo.register(sub)

@@ -25,12 +25,13 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from raftpg.cli import ctl, ctl_session
-from raftpg.cli.ctl_actions import parse_when
-from raftpg.cli.ctl_client import UsageError
-from raftpg.cli.ctl_config import apply_patch, merge_patch, parse_assignment, set_path
-from raftpg.cli.ctl_format import lag_mb, pg_version, render_grid, topology_order
-from raftpg.cli.ctl_model import ClusterView, HistoryEntry
+from raftpg.cli.ctl import commands as ctl
+from raftpg.cli.ctl import session as ctl_session
+from raftpg.cli.ctl.actions import parse_when
+from raftpg.cli.ctl.client import UsageError
+from raftpg.cli.ctl.config_edit import apply_patch, merge_patch, parse_assignment, set_path
+from raftpg.cli.ctl.formatting import lag_mb, pg_version, render_grid, topology_order
+from raftpg.cli.ctl.model import ClusterView, HistoryEntry
 from raftpg.config import sample_config
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]

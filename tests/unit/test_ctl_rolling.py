@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import MappingProxyType
 
-from raftpg.cli.ctl_model import ClusterView, MemberView
-from raftpg.cli.ctl_rolling_plan import RunState, load_state, refusal, save_state, switchover_candidate
+from raftpg.cli.ctl.model import ClusterView, MemberView
+from raftpg.cli.ctl.rolling_plan import RunState, load_state, refusal, save_state, switchover_candidate
 
 
 def member(name: str, role: str = "replica", lag: int | str | None = 0, **tags: object) -> MemberView:

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from raftpg.cli.ctl_model import ClusterView, MemberView
+from raftpg.cli.ctl.model import ClusterView, MemberView
 
 STANDBY_ROLES = ("sync_standby", "quorum_standby")
 STATE_VERSION = 1

@@ -23,11 +23,11 @@ from typing import Any
 
 from rich.text import Text
 
-from raftpg.cli.ctl_client import ApiError, CtlError, Response, UsageError
-from raftpg.cli.ctl_config import apply_patch, load_mapping, merge_patch, parse_assignment, set_path
-from raftpg.cli.ctl_format import cluster_footer, cluster_table, config_diff, dump_yaml
-from raftpg.cli.ctl_model import ClusterView, MemberView
-from raftpg.cli.ctl_session import Session
+from raftpg.cli.ctl.client import ApiError, CtlError, Response, UsageError
+from raftpg.cli.ctl.config_edit import apply_patch, load_mapping, merge_patch, parse_assignment, set_path
+from raftpg.cli.ctl.formatting import cluster_footer, cluster_table, config_diff, dump_yaml
+from raftpg.cli.ctl.model import ClusterView, MemberView
+from raftpg.cli.ctl.session import Session
 from raftpg.config import Address
 
 POLL_INTERVAL = 0.5

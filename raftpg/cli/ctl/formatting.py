@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from raftpg.cli.ctl_model import ClusterView, ConnectionProblem, HistoryEntry, MemberView
+from raftpg.cli.ctl.model import ClusterView, ConnectionProblem, HistoryEntry, MemberView
 from raftpg.config import Tags
 
 MEMBER_COLUMNS = ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN", "Replay Lag")

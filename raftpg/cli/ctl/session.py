@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.prompt import Confirm, Prompt
 from rich.text import Text
 
-from raftpg.cli.ctl_client import (
+from raftpg.cli.ctl.client import (
     ApiClient,
     ApiError,
     CtlError,
@@ -28,7 +28,7 @@ from raftpg.cli.ctl_client import (
     first_answer,
     join,
 )
-from raftpg.cli.ctl_model import ClusterView, ConnectionProblem, MemberView, group_problems, peer_problems
+from raftpg.cli.ctl.model import ClusterView, ConnectionProblem, MemberView, group_problems, peer_problems
 from raftpg.config import Auth, ConfigError, Settings, load_settings
 from raftpg.http.client import TlsFiles
 from raftpg.http.problems import FailureKind

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from raftpg.cli.ctl_client import CtlError, Unreachable
-from raftpg.cli.ctl_rolling_plan import RunState
-from raftpg.cli.ctl_session import Session
+from raftpg.cli.ctl.client import CtlError, Unreachable
+from raftpg.cli.ctl.rolling_plan import RunState
+from raftpg.cli.ctl.session import Session
 
 STATUS_TIMEOUT = 3.0
 

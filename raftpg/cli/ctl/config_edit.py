@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from raftpg.cli.ctl_client import UsageError
+from raftpg.cli.ctl.client import UsageError
 
 
 def parse_assignment(text: str, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], Any]:

@@ -1,7 +1,7 @@
 """`raftpg ctl`: the operator's tool, like patronictl, over the REST API only (it never joins Raft).
 
 This module declares the command line and the read-only verbs (list, topology, show-config,
-history, dsn, version, members); verbs that change the cluster live in ctl_actions. Every
+history, dsn, version, members); verbs that change the cluster live in actions.py. Every
 verb is a function (session, args) -> exit code: 0 success, 1 refused or failed, 2 usage.
 """
 
@@ -14,10 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from raftpg import __version__
-from raftpg.cli import ctl_actions as actions
-from raftpg.cli import ctl_rolling
-from raftpg.cli.ctl_client import ApiError, CtlError, Unreachable, UsageError
-from raftpg.cli.ctl_format import (
+from raftpg.cli.ctl import actions, rolling
+from raftpg.cli.ctl.client import ApiError, CtlError, Unreachable, UsageError
+from raftpg.cli.ctl.formatting import (
     HISTORY_COLUMNS,
     MEMBER_COLUMNS,
     cell_text,
@@ -36,8 +35,8 @@ from raftpg.cli.ctl_format import (
     render_grid,
     version_line,
 )
-from raftpg.cli.ctl_model import ClusterView, HistoryEntry, MemberView
-from raftpg.cli.ctl_session import PASSWORD_ENV, USER_ENV, Session, open_session
+from raftpg.cli.ctl.model import ClusterView, HistoryEntry, MemberView
+from raftpg.cli.ctl.session import PASSWORD_ENV, USER_ENV, Session, open_session
 from raftpg.http.client import DEFAULT_TIMEOUT
 
 logger = logging.getLogger(__name__)
@@ -389,7 +388,7 @@ def register(sub: Any) -> None:
         p.add_argument("--wait", action="store_true", help="wait until every member reports it")
         _wait_options(p, 30.0)
 
-    ctl_rolling.register(verbs, _verb)
+    rolling.register(verbs, _verb)
 
     p = _verb(verbs, "history", cmd_history, "show the failover and switchover history")
     _format_option(p)

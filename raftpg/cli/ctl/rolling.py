@@ -2,7 +2,7 @@
 
 Order: each replica (waiting until it streams again), a switchover to the best restarted replica,
 then the old primary (a replica by then). With --daemon each member's raftpg process is replaced
-too (ctl_rolling_daemon.py): a replica's after its PostgreSQL, the primary's before the
+too (rolling_daemon.py): a replica's after its PostgreSQL, the primary's before the
 switchover. Pause keeps the HA loops from reacting to the planned stops; the one switchover is
 the only write interruption. Interrupted (^C, lost terminal), a
 second run continues: members whose postmaster start time changed since the run began are done.
@@ -22,12 +22,12 @@ from typing import Any
 
 import psycopg
 
-from raftpg.cli.ctl_actions import wait_for
-from raftpg.cli.ctl_client import CtlError, Unreachable
-from raftpg.cli.ctl_format import dump_json, render_grid
-from raftpg.cli.ctl_model import ClusterView, MemberView
-from raftpg.cli.ctl_rolling_daemon import daemon_times, raftpg_started, restart_daemon
-from raftpg.cli.ctl_rolling_plan import (
+from raftpg.cli.ctl.actions import wait_for
+from raftpg.cli.ctl.client import CtlError, Unreachable
+from raftpg.cli.ctl.formatting import dump_json, render_grid
+from raftpg.cli.ctl.model import ClusterView, MemberView
+from raftpg.cli.ctl.rolling_daemon import daemon_times, raftpg_started, restart_daemon
+from raftpg.cli.ctl.rolling_plan import (
     RunState,
     default_state_path,
     load_state,
@@ -35,7 +35,7 @@ from raftpg.cli.ctl_rolling_plan import (
     save_state,
     switchover_candidate,
 )
-from raftpg.cli.ctl_session import Session
+from raftpg.cli.ctl.session import Session
 
 SQL_TIMEOUT = 3
 DEFAULT_MAX_LAG = 16 * 1024 * 1024

@@ -75,7 +75,7 @@ from raftpg.ha.sync import SyncSet, standby_names, sync_wait_since
 from raftpg.ha.views import ClusterView, LocalView, PgRole
 from raftpg.postgres.controldata import ClusterState
 from raftpg.postgres.datadir import DataDirState
-from raftpg.postgres.instance import RewindOutcome
+from raftpg.postgres.rewind import RewindOutcome
 
 SHUTDOWN_REQUEST = "shutdown"  # request id of the hand-over at shutdown
 

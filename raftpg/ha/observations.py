@@ -13,7 +13,7 @@ from raftpg.ha.actions import Action
 from raftpg.ha.memory import PgState
 from raftpg.ha.views import ClusterView, LocalView, SyncState
 from raftpg.postgres.controldata import ClusterState
-from raftpg.postgres.instance import RewindResult
+from raftpg.postgres.rewind import RewindResult
 
 
 class RequestKind(enum.StrEnum):

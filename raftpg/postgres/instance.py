@@ -7,17 +7,13 @@ caller says standby=False. Every call is bounded by its timeout.
 """
 
 import asyncio
-import contextlib
-import enum
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from psycopg import sql
@@ -30,9 +26,11 @@ from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.poll import async_wait_until
 from raftpg.postgres import conf, datadir
 from raftpg.postgres.command import command_env, run_command
+from raftpg.postgres.conffiles import KEEP, STANDBY_SIGNAL, ConfFiles, Keep
 from raftpg.postgres.controldata import ControlData, read_controldata
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError, QueryFailed, StartFailed
+from raftpg.postgres.rewind import RewindOutcome, RewindResult
 from raftpg.postgres.session import PgSession, Statement
 from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
 from raftpg.postgres.status import PgStatus, query_status
@@ -40,10 +38,6 @@ from raftpg.procfs import process_alive
 
 logger = logging.getLogger(__name__)
 
-STANDBY_SIGNAL = "standby.signal"
-RECOVERY_SIGNAL = "recovery.signal"
-# Files pg_rewind overwrites with the source's copies; ours are put back afterwards.
-_CONFIG_FILES = ("postgresql.conf", conf.BASE_CONF, "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf")
 # initdb options raftpg sets itself.
 _OWNED_INITDB_OPTIONS = ("-D", "--pgdata", "-U", "--username", "--pwfile", "-W", "--pwprompt", "-A", "--auth")
 _LOG_TAIL_LINES = 30
@@ -51,53 +45,7 @@ _KILL_WAIT = 5.0
 PROMOTE_POLL = 0.01
 
 
-class Keep(enum.Enum):
-    """reload(): keep the upstream (primary_conninfo, primary_slot_name) now in postgresql.conf."""
-
-    KEEP = "keep"
-
-
-KEEP = Keep.KEEP
 STOP_MODES = ("smart", "fast", "immediate")
-
-
-class RewindOutcome(enum.Enum):
-    REWOUND = "rewound"
-    NOT_NEEDED = "not needed"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class RewindResult:
-    outcome: RewindOutcome
-    output: str
-    timed_out: bool = False  # killed by our timeout, maybe half-way through
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is not RewindOutcome.FAILED
-
-    @property
-    def source_unreachable(self) -> bool:
-        """It failed before comparing anything: it could not connect to the source server."""
-        failed_to_connect = re.search(r"connection to server .* failed", self.output) is not None
-        return self.outcome is RewindOutcome.FAILED and failed_to_connect
-
-    @property
-    def changed_target_half_way(self) -> bool:
-        """It failed (or timed out) after it had begun rewriting the target: pg_rewind announces
-        the common checkpoint it rewinds from just before it changes anything."""
-        return self.outcome is RewindOutcome.FAILED and (
-            self.timed_out or "rewinding from last common checkpoint" in self.output)
-
-    @property
-    def own_wal_unreadable(self) -> bool:
-        """It failed reading the target's (our) own WAL: a deterministic failure that retrying
-        against the same source repeats (e.g. "record with incorrect prev-link" when two nodes
-        forked the same timeline ID at different points)."""
-        return self.outcome is RewindOutcome.FAILED and re.search(
-            r"could not (?:read WAL record|find previous WAL record)|incorrect prev-link|"
-            r"could not find common ancestor", self.output) is not None
 
 
 class PostgresInstance:
@@ -108,6 +56,7 @@ class PostgresInstance:
         self.member_name = member_name
         self.data_dir = settings.data_dir
         self.log_path = log_path or settings.data_dir.parent / f"{settings.data_dir.name}.log"
+        self._files = ConfFiles(settings, member_name)
         self._session = PgSession(
             socket_dir=settings.socket_dir,
             port=settings.listen.port,
@@ -184,8 +133,8 @@ class PostgresInstance:
         finally:
             if pwfile is not None:
                 os.unlink(pwfile)
-        await asyncio.to_thread(self._adopt_base_conf)
-        await asyncio.to_thread(self._write_file, "pg_hba.conf", self._pg_hba())
+        await asyncio.to_thread(self._files.adopt_base_conf)
+        await asyncio.to_thread(self._files.write_file, "pg_hba.conf", self._files.pg_hba())
         logger.info("initdb created %s", self.data_dir)
 
     async def bootstrap_roles(self, timeout: float) -> None:
@@ -226,8 +175,8 @@ class PostgresInstance:
             if state is DataDirState.EMPTY:
                 self._make_data_dir()
             raise
-        await asyncio.to_thread(self._adopt_base_conf)
-        await asyncio.to_thread(self._set_standby_signal, True)
+        await asyncio.to_thread(self._files.adopt_base_conf)
+        await asyncio.to_thread(self._files.set_standby_signal, True)
         logger.info("cloned %s from %s%s", self.data_dir, source, f" using slot {slot}" if slot else "")
 
     # -- running the server ------------------------------------------------------------------
@@ -259,8 +208,8 @@ class PostgresInstance:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self._wait_dead_postmaster_reaped(timeout / 2)
-        await asyncio.to_thread(self._write_config, parameters, upstream, slot, locked)
-        await asyncio.to_thread(self._set_standby_signal, standby)
+        await asyncio.to_thread(self._files.write, parameters, upstream, slot, locked)
+        await asyncio.to_thread(self._files.set_standby_signal, standby)
         log_offset = self._log_size()
         wait = max(1, math.floor(deadline - loop.time()))
         argv = [self._bin("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_path)]
@@ -336,7 +285,7 @@ class PostgresInstance:
         standby's parameters cannot cut it off its primary.
         """
         pid = self._require_running("reload")
-        await asyncio.wait_for(asyncio.to_thread(self._reconfigure, parameters, upstream, slot), timeout)
+        await asyncio.wait_for(asyncio.to_thread(self._files.reconfigure, parameters, upstream, slot), timeout)
         os.kill(pid, signal.SIGHUP)
         logger.info(
             "reloaded PostgreSQL configuration%s",
@@ -390,9 +339,9 @@ class PostgresInstance:
         # Its crash recovery in single-user mode refuses to run while a killed postmaster named in
         # postmaster.pid is an unreaped zombie ("lock file already exists").
         await self._wait_dead_postmaster_reaped(min(5.0, timeout / 4))
-        saved = await asyncio.to_thread(self._read_config_files)
+        saved = await asyncio.to_thread(self._files.save)
         # pg_rewind may run crash recovery in single-user mode, which refuses standby mode.
-        await asyncio.to_thread(self._set_standby_signal, False)
+        await asyncio.to_thread(self._files.set_standby_signal, False)
         su = self.settings.superuser
         conninfo = make_conninfo("", host=source.host, port=source.port, user=su.username, dbname="postgres",
                                  application_name=f"{self.member_name} pg_rewind", connect_timeout=5)
@@ -410,8 +359,8 @@ class PostgresInstance:
         except CommandTimeout as exc:
             outcome = RewindResult(RewindOutcome.FAILED, str(exc), timed_out=True)
         finally:
-            await asyncio.to_thread(self._restore_config_files, saved)
-            await asyncio.to_thread(self._set_standby_signal, True)
+            await asyncio.to_thread(self._files.restore, saved)
+            await asyncio.to_thread(self._files.set_standby_signal, True)
         if not outcome.changed_target_half_way:
             self.rewind_marker.unlink(missing_ok=True)
         log = logger.info if outcome.ok else logger.error
@@ -486,90 +435,6 @@ class PostgresInstance:
         logger.info("waiting for the killed postmaster %d to be reaped", pid)
         if not await _wait_gone(pid, timeout, reaped=True):
             logger.warning("postmaster %d is still a zombie; its parent does not reap it", pid)
-
-    def _pg_hba(self) -> str:
-        return conf.render_pg_hba(self.settings.superuser, self.settings.replication, self.settings.pg_hba)
-
-    def _write_config(
-        self, parameters: Mapping[str, str], upstream: Address | None, slot: str | None, locked: bool = False
-    ) -> None:
-        conninfo = None
-        if upstream is not None:
-            conninfo = conf.primary_conninfo(upstream, self.settings.replication, self.member_name)
-        self._write_conf_files(parameters, conninfo, slot if upstream is not None else None, locked)
-
-    def _reconfigure(
-        self, parameters: Mapping[str, str], upstream: Address | Keep | None, slot: str | Keep | None
-    ) -> None:
-        current_conninfo, current_slot = None, None
-        with contextlib.suppress(FileNotFoundError):
-            current_conninfo, current_slot = conf.read_standby_settings(
-                (self.data_dir / "postgresql.conf").read_text()
-            )
-        if upstream is KEEP:
-            conninfo = current_conninfo
-        elif upstream is None:
-            conninfo = None
-        else:
-            conninfo = conf.primary_conninfo(upstream, self.settings.replication, self.member_name)
-        new_slot = current_slot if slot is KEEP else slot
-        self._write_conf_files(parameters, conninfo, new_slot if conninfo is not None else None)
-
-    def _write_conf_files(self, parameters: Mapping[str, str], conninfo: str | None, slot: str | None,
-                          locked: bool = False) -> None:
-        self._adopt_base_conf()
-        text = conf.render_postgresql_conf(parameters, primary_conninfo=conninfo, primary_slot_name=slot)
-        self._write_file("postgresql.conf", text)
-        hba = conf.render_locked_pg_hba(self.settings.superuser) if locked else self._pg_hba()
-        self._write_file("pg_hba.conf", hba)
-
-    def _adopt_base_conf(self) -> None:
-        """Keep a postgresql.conf raftpg did not write (initdb's) as the included base file."""
-        current = self.data_dir / "postgresql.conf"
-        base = self.data_dir / conf.BASE_CONF
-        if base.exists() or not current.exists():
-            return
-        with current.open() as handle:
-            if handle.readline().startswith(conf.MANAGED_MARKER):
-                return
-        current.rename(base)
-        logger.info("kept the original postgresql.conf as %s", base.name)
-
-    def _write_file(self, name: str, text: str) -> None:
-        """Atomic replace, mode 0600 (postgresql.conf holds the replication password)."""
-        target = self.data_dir / name
-        tmp = target.with_name(f".{name}.raftpg.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
-
-    def _set_standby_signal(self, standby: bool) -> None:
-        signal_file = self.data_dir / STANDBY_SIGNAL
-        (self.data_dir / RECOVERY_SIGNAL).unlink(missing_ok=True)
-        if standby:
-            signal_file.touch(mode=0o600)
-        else:
-            signal_file.unlink(missing_ok=True)
-
-    def _read_config_files(self) -> dict[str, bytes]:
-        saved = {}
-        for name in _CONFIG_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                saved[name] = (self.data_dir / name).read_bytes()
-        return saved
-
-    def _restore_config_files(self, saved: Mapping[str, bytes]) -> None:
-        for name, content in saved.items():
-            path = self.data_dir / name
-            with contextlib.suppress(FileNotFoundError):
-                if path.read_bytes() == content:
-                    continue
-            path.write_bytes(content)
-            path.chmod(0o600)
-            logger.info("restored our %s after pg_rewind", name)
 
     def _log_size(self) -> int:
         try:

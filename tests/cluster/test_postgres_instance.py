@@ -35,7 +35,7 @@ import pytest
 from raftpg.clock import boottime
 from raftpg.devcluster import free_ports
 from raftpg.poll import wait_for
-from raftpg.postgres.instance import RewindOutcome, RewindResult
+from raftpg.postgres.rewind import RewindOutcome, RewindResult
 from raftpg.procfs import children_of, process_alive
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")

@@ -26,7 +26,7 @@ from raftpg.ha.observations import (
 )
 from raftpg.ha.views import PgRole
 from raftpg.postgres.datadir import DataDirState
-from raftpg.postgres.instance import RewindOutcome, RewindResult
+from raftpg.postgres.rewind import RewindOutcome, RewindResult
 from tests.unit.ha_views import NOW, cluster, holder, lease, local, member, run_story
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raftpg.ha.memory import REWIND_RETRY_INTERVAL, RewindFailure
-from raftpg.postgres.instance import RewindOutcome, RewindResult
+from raftpg.postgres.rewind import RewindOutcome, RewindResult
 
 pytestmark = pytest.mark.unit
 

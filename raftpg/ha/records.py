@@ -59,7 +59,9 @@ def node_status(settings: Settings, local: LocalView, pg: PgStatus, cluster: Clu
     role = _PUBLISHED_ROLES.get(local.role, "unknown")
     if cluster.system_identifier is None and not pg.running:
         role = "uninitialized"
-    sync = cluster.sync
+    # The holder is never its own synchronous standby, even while a record inherited from the
+    # previous holder (kept across acquire, rule 5) still lists it, until it narrows.
+    standby_in_sync = settings.name in cluster.sync.members and settings.name != cluster.lease.holder
     return NodeStatus(
         name=settings.name,
         scope=settings.scope,
@@ -86,8 +88,8 @@ def node_status(settings: Settings, local: LocalView, pg: PgStatus, cluster: Clu
         lease_version=cluster.lease.version,
         lease_deadline=lease_deadline,
         lease_margin=fence_margin(config.ttl),
-        sync_standby=settings.name in sync.members and config.synchronous_mode == "on",
-        quorum_standby=settings.name in sync.members and config.synchronous_mode == "quorum",
+        sync_standby=standby_in_sync and config.synchronous_mode == "on",
+        quorum_standby=standby_in_sync and config.synchronous_mode == "quorum",
         updated_at=now,
         last_decision=last_decision,
         needs_reinit=needs_reinit(memory, local, config, settings.scope),

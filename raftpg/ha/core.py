@@ -81,6 +81,7 @@ SHUTDOWN_REQUEST = "shutdown"  # request id of the hand-over at shutdown
 
 
 def step(memory: Memory, observation: Observation, now: float) -> tuple[Memory, list[Action]]:
+    """What the node remembers after `observation` at `now` (boottime), and what to do about it."""
     match observation:
         case CycleStarted():
             return _cycle_started(_gathered(memory, observation, now), observation, now)

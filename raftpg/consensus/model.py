@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -43,6 +43,8 @@ class Snapshot:
     sync: Mapping[str, Any]
     history: tuple[Mapping[str, Any], ...]
     last_applied: int
+    operations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """name -> {revision, record}: operator operations in progress (state.set_operation)."""
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,7 @@ class RaftNode:
             failover_dropped=state["failover_dropped"],
             sync=state["sync"],
             history=tuple(state["history"]),
+            operations=state["operations"] if isinstance(state["operations"], dict) else {},
             last_applied=self._syncobj.raftLastApplied if self._syncobj is not None else 0,
         )
 
@@ -387,6 +388,16 @@ class RaftNode:
     ) -> bool:
         command = st.make_command(
             "set_config", config=_plain(dict(config), "config"), expected_version=expected_version
+        )
+        return await self._submit(command, timeout)
+
+    async def set_operation(
+        self, name: str, record: Mapping[str, Any] | None, expected_revision: int, *, timeout: float
+    ) -> bool:
+        """Compare-and-set an operator operation's progress record (None ends it)."""
+        command = st.make_command(
+            "set_operation", name=name, record=None if record is None else _plain(dict(record), "operation record"),
+            expected_revision=expected_revision,
         )
         return await self._submit(command, timeout)
 

@@ -98,6 +98,16 @@ def _set_config(args: Mapping[str, Any]) -> Resolver:
     return resolve
 
 
+def _set_operation(args: Mapping[str, Any]) -> Resolver:
+    def resolve(state: Mapping[str, Any]) -> bool | None:
+        current = (state.get("operations") or {}).get(args["name"]) or {"revision": 0}
+        if current["revision"] > args["expected_revision"]:
+            return bool(current["revision"] == args["expected_revision"] + 1 and current["record"] == args["record"])
+        return None
+
+    return resolve
+
+
 def _append_history(args: Mapping[str, Any]) -> Resolver:
     def resolve(state: Mapping[str, Any]) -> bool | None:
         request_id = args["entry"]["request_id"]
@@ -177,6 +187,8 @@ def resolver_for(command: Mapping[str, Any]) -> Resolver:
         return _set_config(args)
     if op == "append_history":
         return _append_history(args)
+    if op == "set_operation":
+        return _set_operation(args)
     if op == "set_failover":
         return _set_failover(args)
     if op == "clear_failover":

@@ -47,6 +47,7 @@ def initial_state() -> State:
         "failover_dropped": None,
         "sync": {"leader": None, "members": []},
         "history": [],
+        "operations": {},
     }
 
 
@@ -321,6 +322,21 @@ def clear_failover(state: State, request_id: str, reason: str | None = None) -> 
     return True
 
 
+def set_operation(state: State, name: str, record: Mapping[str, Any] | None, expected_revision: int) -> bool:
+    """Progress of a long operator operation (a rolling restart), so that any member's API can show
+    it and `ctl` can resume it from any host: compare-and-set on the revision, None ends it."""
+    if not _is_str(name) or not _is_int(expected_revision) or not (record is None or _is_mapping(record)):
+        return False
+    operations = state["operations"] if isinstance(state["operations"], dict) else {}
+    current = operations.get(name) or {"revision": 0}
+    if current.get("revision") != expected_revision:
+        return False
+    operations[name] = {"revision": expected_revision + 1,
+                        "record": None if record is None else copy.deepcopy(dict(record))}
+    state["operations"] = operations
+    return True
+
+
 def noop(state: State, request_id: str) -> bool:
     """A barrier: committing it proves the proposer's replica has caught up to that point."""
     return True
@@ -340,6 +356,7 @@ OPERATIONS: dict[str, Callable[..., bool]] = {
     "append_history": append_history,
     "set_failover": set_failover,
     "clear_failover": clear_failover,
+    "set_operation": set_operation,
     "noop": noop,
 }
 

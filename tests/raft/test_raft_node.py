@@ -103,6 +103,8 @@ async def test_every_operation_round_trips(cluster: Cluster) -> None:
     assert not await n.clear_failover("f0", timeout=CMD_TIMEOUT)
     assert await n.clear_failover("f1", timeout=CMD_TIMEOUT)
     assert await n.handover_lease("a", "ia", 1, "b", "ib", 50331744, timeout=CMD_TIMEOUT)
+    assert await n.set_operation("rolling_restart", {"phase": "replicas"}, 0, timeout=CMD_TIMEOUT)
+    assert not await n.set_operation("rolling_restart", {"phase": "stale"}, 0, timeout=CMD_TIMEOUT)
 
     snap = n.snapshot()
     assert snap.scope == SCOPE and snap.initialize == "7350000000000000001"
@@ -114,6 +116,7 @@ async def test_every_operation_round_trips(cluster: Cluster) -> None:
     assert dict(snap.sync) == {"leader": "b", "members": ["a", "b"], "quorum": 2}  # both hold every commit
     assert [h["request_id"] for h in snap.history] == ["h1"]
     assert snap.failover is None
+    assert dict(snap.operations) == {"rolling_restart": {"revision": 1, "record": {"phase": "replicas"}}}
     with pytest.raises(ValueError, match="plain JSON"):
         await n.publish_member("c", {"when": object()}, timeout=CMD_TIMEOUT)
 

@@ -440,3 +440,35 @@ def test_history_config_failover_and_idempotent_resolvers() -> None:
     assert resolver_for(init)(state) is True
     assert resolver_for(st.make_command("initialize", name="a", instance_id="ia", version=1,
                                         sysid="8000"))(state) is False
+
+
+def test_set_operation_is_compare_and_set_and_none_ends_it() -> None:
+    state = st.initial_state()
+    step = {"phase": "replicas", "done": ["n2"]}
+    assert st.set_operation(state, "rolling_restart", step, 0)
+    assert not st.set_operation(state, "rolling_restart", {"phase": "other"}, 0), "stale revision"
+    assert state["operations"]["rolling_restart"] == {"revision": 1, "record": step}
+    assert st.set_operation(state, "rolling_restart", None, 1)
+    assert state["operations"]["rolling_restart"] == {"revision": 2, "record": None}
+    assert st.set_operation(state, "rolling_restart", {"phase": "again"}, 2)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("", {}, 0), ("op", "not a mapping", 0), ("op", {}, "0"), ("op", {}, True)],
+)
+def test_set_operation_rejects_bad_arguments(args: tuple[Any, Any, Any]) -> None:
+    state = st.initial_state()
+    assert not st.set_operation(state, *args)
+    assert state["operations"] == {}
+
+
+def test_set_operation_resolver() -> None:
+    state = st.initial_state()
+    cmd = st.make_command("set_operation", name="rr", record={"x": 1}, expected_revision=0)
+    assert resolver_for(cmd)(state) is None
+    st.apply_command(state, cmd)
+    assert resolver_for(cmd)(state) is True
+    other = st.initial_state()
+    assert st.set_operation(other, "rr", {"x": 2}, 0)
+    assert resolver_for(cmd)(other) is False, "someone else's record won the revision"

@@ -1,4 +1,5 @@
-"""raftpg's REST API: Patroni-compatible health checks, status, operator actions, /metrics."""
+"""raftpg's REST API (aiohttp): Patroni-compatible health checks, status documents, operator actions,
+Raft membership and /metrics (app.py routes them; server.py serves them with TLS and the guard)."""
 
 from raftpg.api.app import ApiOptions, make_app
 from raftpg.api.backend import ClusterInfo, NodeBackend

@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from raftpg.api.backend import ClusterInfo, NodeBackend
 from raftpg.api.bodies import ApiError, check_keys, get_bool, get_str, parse_schedule, read_object
-from raftpg.api.config_edit import etag, merge_patch, parse_if_match
+from raftpg.api.config_edit import etag, parse_if_match
 from raftpg.api.documents import cluster_document, history_document, node_document, raft_document
 from raftpg.api.health import HEALTH_CHECKS, Probe
 from raftpg.api.metrics import CONTENT_TYPE, render_metrics
@@ -30,6 +30,8 @@ from raftpg.api.switchover import plan
 from raftpg.config import Address, ConfigError, DynamicConfig, validate_dynamic_config
 from raftpg.consensus.errors import ConsensusError
 from raftpg.consensus.model import RaftStatus
+from raftpg.ha.memory import PgState
+from raftpg.mergepatch import apply_patch
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _VERSION_RE = re.compile(r"\d+(\.\d+){0,2}")
+OPERATIONS_IN_PROGRESS = frozenset(
+    {PgState.STARTING, PgState.STOPPING, PgState.REWINDING, PgState.CREATING_REPLICA, PgState.INITIALIZING}
+)
+"""Member states in which POST /reinitialize without `force` is refused, as Patroni refuses it while
+an operation runs; with `force` it is carried out as soon as the HA loop finishes that step."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +212,7 @@ class _Handlers:
         cluster = self.backend.cluster()
         wanted = self._check_if_match(request, cluster)
         base = cluster.config or self.backend.settings.bootstrap.dcs.to_dict()
-        return await self._store_config(merge_patch(base, patch), cluster, wanted)
+        return await self._store_config(apply_patch(base, patch), cluster, wanted)
 
     async def put_config(self, request: web.Request) -> web.StreamResponse:
         config = await self.body(request)
@@ -350,8 +357,11 @@ class _Handlers:
     async def post_reinitialize(self, request: web.Request) -> web.StreamResponse:
         body = await self.body(request, optional=True)
         check_keys(body, ("force",))
+        state = self.backend.status().state
+        if state in OPERATIONS_IN_PROGRESS and not get_bool(body, "force"):
+            raise ApiError(503, f"{state} already in progress; reinitialize with force=true to do it anyway")
         try:
-            message = await self.backend.request_reinitialize(force=get_bool(body, "force"))
+            message = await self.backend.request_reinitialize()
         except ValueError as exc:
             raise ApiError(503, str(exc)) from None
         logger.info("reinitialize requested over the REST API: %s", message)

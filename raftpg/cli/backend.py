@@ -93,7 +93,7 @@ class DaemonBackend:
     async def request_reload(self) -> str:
         return await self._local(LocalRequest("reload"))
 
-    async def request_reinitialize(self, *, force: bool) -> str:
+    async def request_reinitialize(self) -> str:
         if self._ha.status().role == "primary":
             raise ValueError("cannot reinitialize the primary")
         return await self._local(LocalRequest("reinitialize"))

@@ -42,6 +42,7 @@ from raftpg.config.sections import (
 )
 from raftpg.config.validation import Invalid, Report, Section, need, type_name
 from raftpg.config.values import ConfigError
+from raftpg.mergepatch import thaw
 
 logger = logging.getLogger(__name__)
 
@@ -148,17 +149,9 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _thaw(value: object) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(item) for item in value]
-    return value
-
-
 def _apply_env(data: Mapping[str, Any], env: Mapping[str, str], report: Report) -> dict[str, Any]:
     """Overlay RAFTPG_* variables on a copy of `data`; note in `report` which key came from where."""
-    merged: dict[str, Any] = _thaw(data)
+    merged: dict[str, Any] = thaw(data)
     for variable in sorted(env):
         if not variable.upper().startswith(ENV_PREFIX):
             continue

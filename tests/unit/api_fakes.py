@@ -183,9 +183,9 @@ class FakeBackend:
         self.calls.append(("reload", None))
         return "reload scheduled"
 
-    async def request_reinitialize(self, *, force: bool) -> str:
+    async def request_reinitialize(self) -> str:
         self._maybe_fail()
-        self.calls.append(("reinitialize", force))
+        self.calls.append(("reinitialize", None))
         return "reinitialize started"
 
     async def catch_up(self) -> None:

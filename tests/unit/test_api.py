@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from raftpg import __version__
 from raftpg.api import ApiOptions, ClusterInfo, make_app, start_api
-from raftpg.api.config_edit import merge_patch, parse_if_match
+from raftpg.api.config_edit import parse_if_match
 from raftpg.api.health import parse_size
 from raftpg.cli.certs import write_ca, write_node_cert
 from raftpg.config import Auth, DynamicConfig, Tags
@@ -26,6 +26,7 @@ from raftpg.consensus.errors import NoQuorum
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import FailureKind, PeerProblem
+from raftpg.mergepatch import apply_patch
 from tests.unit.api_fakes import (
     LEADER_LSN,
     MB,
@@ -519,7 +520,7 @@ def test_merge_patch_semantics() -> None:
     target: dict[str, Any] = {
         "ttl": 10, "postgresql": {"parameters": {"a": "1", "b": "2"}, "use_slots": True}, "x": [1],
     }
-    patched = merge_patch(target, {"postgresql": {"parameters": {"a": None, "c": "3"}}, "x": {"y": 1}, "z": None})
+    patched = apply_patch(target, {"postgresql": {"parameters": {"a": None, "c": "3"}}, "x": {"y": 1}, "z": None})
     assert patched == {"ttl": 10, "postgresql": {"parameters": {"b": "2", "c": "3"}, "use_slots": True},
                        "x": {"y": 1}}
     assert target["postgresql"]["parameters"] == {"a": "1", "b": "2"}  # the input is not modified
@@ -934,7 +935,26 @@ async def test_delete_restart_reload_reinitialize() -> None:
         assert reinit.status == 200
         assert (await client.post("/reinitialize", json={"from-leader": True})).status == 400
     assert ("reload", None) in backend.calls
-    assert ("reinitialize", True) in backend.calls
+    assert ("reinitialize", None) in backend.calls
+
+
+@pytest.mark.parametrize("state", ["starting", "stopping", "rewinding", "creating replica", "initializing new cluster"])
+async def test_reinitialize_during_an_operation_needs_force(state: str) -> None:
+    """As Patroni: refused while the member is busy (a restart loop, a clone), carried out with force."""
+    backend = FakeBackend(replica_status(state=state, pg_running=False))
+    status, answer = await post(backend, "/reinitialize", {})
+    assert status == 503
+    assert answer["error"] == f"{state} already in progress; reinitialize with force=true to do it anyway"
+    assert ("reinitialize", None) not in backend.calls
+    status, _ = await post(backend, "/reinitialize", {"force": True})
+    assert status == 200 and ("reinitialize", None) in backend.calls
+
+
+@pytest.mark.parametrize("state", ["running", "stopped"])
+async def test_reinitialize_of_an_idle_member_needs_no_force(state: str) -> None:
+    backend = FakeBackend(replica_status(state=state))
+    status, _ = await post(backend, "/reinitialize", None)
+    assert status == 200 and ("reinitialize", None) in backend.calls
 
 
 async def test_raft_membership() -> None:

@@ -29,10 +29,11 @@ from raftpg.cli.ctl import commands as ctl
 from raftpg.cli.ctl import session as ctl_session
 from raftpg.cli.ctl.actions import parse_when
 from raftpg.cli.ctl.client import UsageError
-from raftpg.cli.ctl.config_edit import apply_patch, merge_patch, parse_assignment, set_path
+from raftpg.cli.ctl.config_edit import parse_assignment, set_path
 from raftpg.cli.ctl.formatting import lag_mb, pg_version, render_grid, topology_order
 from raftpg.cli.ctl.model import ClusterView, HistoryEntry
 from raftpg.config import sample_config
+from raftpg.mergepatch import apply_patch, make_patch
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -624,10 +625,10 @@ def test_no_api_given_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 def test_merge_patch_round_trips() -> None:
     old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
     new = {"a": 1, "b": {"c": 5}, "e": [1, 2], "f": {"g": True}}
-    patch = merge_patch(old, new)
+    patch = make_patch(old, new)
     assert patch == {"b": {"c": 5, "d": None}, "e": [1, 2], "f": {"g": True}}
     assert apply_patch(old, patch) == new
-    assert merge_patch(new, new) == {}
+    assert make_patch(new, new) == {}
 
 
 def test_set_path_and_assignments() -> None:

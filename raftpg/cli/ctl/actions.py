@@ -24,11 +24,13 @@ from typing import Any
 from rich.text import Text
 
 from raftpg.cli.ctl.client import ApiError, CtlError, Response, UsageError
-from raftpg.cli.ctl.config_edit import apply_patch, load_mapping, merge_patch, parse_assignment, set_path
+from raftpg.cli.ctl.config_edit import load_mapping, parse_assignment, set_path
 from raftpg.cli.ctl.formatting import cluster_footer, cluster_table, config_diff, dump_yaml
 from raftpg.cli.ctl.model import ClusterView, MemberView
 from raftpg.cli.ctl.session import Session
 from raftpg.config import Address
+from raftpg.mergepatch import apply_patch, make_patch
+from raftpg.poll import wait_until
 
 POLL_INTERVAL = 0.5
 ROLE_ALIASES = {"leader": "primary", "standby": "replica"}
@@ -68,17 +70,15 @@ def show_cluster(session: Session, cluster: ClusterView, heading: str | None = N
 
 def wait_for(session: Session, what: str, timeout: float, check: Callable[[], bool]) -> None:
     """Poll `check` (API errors count as "not yet": nodes may be restarting) until true or timeout."""
-    deadline = time.monotonic() + timeout
+    def settled() -> bool:
+        try:
+            return check()
+        except CtlError:
+            return False
+
     with session.out.status(f"Waiting for {what} ..."):
-        while True:
-            try:
-                if check():
-                    return
-            except CtlError:
-                pass
-            if time.monotonic() >= deadline:
-                raise CtlError(f"{what}: not seen within {timeout:g}s; check with `raftpg ctl list`")
-            time.sleep(POLL_INTERVAL)
+        if not wait_until(settled, timeout, POLL_INTERVAL):
+            raise CtlError(f"{what}: not seen within {timeout:g}s; check with `raftpg ctl list`")
 
 
 def _select(session: Session, cluster: ClusterView, names: list[str], role: str) -> list[MemberView]:
@@ -262,7 +262,7 @@ def cmd_reinit(session: Session, args: argparse.Namespace) -> int:
     show_cluster(session, cluster)
     session.confirm(args.force, f"Are you sure you want to reinitialize members {', '.join(m.name for m in members)}?")
     before = {m.name: _start_time(session, m) for m in members} if args.wait else {}
-    result = _each(session, members, "POST", "reinitialize", {},
+    result = _each(session, members, "POST", "reinitialize", {"force": args.force},
                    lambda m, _r: f"Success: reinitialize for member {m.name}")
     if result or not args.wait:
         return result
@@ -401,7 +401,7 @@ def cmd_edit_config(session: Session, args: argparse.Namespace) -> int:
         if args.replace is not None:
             session.send("PUT", "config", new, headers=headers)
         else:
-            session.send("PATCH", "config", merge_patch(config, new), headers=headers)
+            session.send("PATCH", "config", make_patch(config, new), headers=headers)
     except ApiError as exc:
         if exc.status == 412:
             raise CtlError("the configuration changed while you were editing it (version mismatch); "

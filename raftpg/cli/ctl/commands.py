@@ -373,7 +373,8 @@ def register(sub: Any) -> None:
     p = _verb(verbs, "reinit", actions.cmd_reinit, "rebuild replicas from the primary")
     p.add_argument("members", nargs="+", metavar="MEMBER")
     p.add_argument("--wait", action="store_true", help="wait until the rebuilt members are running")
-    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true",
+                   help="do not ask for confirmation; reinitialize even a member busy starting, rewinding or cloning")
     _wait_options(p, 600.0)
 
     p = _verb(verbs, "flush", actions.cmd_flush, "cancel a scheduled restart or switchover")

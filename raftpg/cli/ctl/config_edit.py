@@ -1,7 +1,7 @@
 """Pure edits of the dynamic configuration for `raftpg ctl edit-config`.
 
 Every way of editing (--set, --pg, --apply, $EDITOR) produces a new whole configuration; the
-change sent to the API is the JSON merge patch (RFC 7386) from the version read to the new
+change sent to the API is the JSON merge patch (RFC 7396) from the version read to the new
 one, so the API validates exactly what the operator saw in the diff.
 """
 
@@ -51,38 +51,6 @@ def set_path(config: Mapping[str, Any], path: tuple[str, ...], value: Any) -> di
     else:
         node[path[-1]] = value
     return result
-
-
-def apply_patch(config: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386 merge: mappings merge recursively, null deletes, anything else replaces."""
-    result = copy.deepcopy(dict(config))
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = apply_patch(result[key], value)
-        elif isinstance(value, Mapping):
-            result[key] = apply_patch({}, value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The smallest merge patch turning `old` into `new` ({} when they are equal)."""
-    patch: dict[str, Any] = {}
-    for key in old:
-        if key not in new:
-            patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if key in old and before == value:
-            continue
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            patch[key] = merge_patch(before, value)
-        else:
-            patch[key] = copy.deepcopy(value)
-    return patch
 
 
 def load_mapping(text: str, source: str) -> dict[str, Any]:

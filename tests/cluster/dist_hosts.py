@@ -15,14 +15,13 @@ import pwd
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raftpg.poll import wait_for
+from raftpg.poll import wait_for, wait_until
 from tests.cluster.netns import NetnsHosts
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -154,9 +153,7 @@ class DistCluster:
                 os.kill(pid, signal.SIGKILL)
         if host.process is not None:
             host.process.wait(timeout=10)
-        deadline = time.monotonic() + 10
-        while self.namespace_pids(host) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not self.namespace_pids(host), 10)
 
     def namespace_pids(self, host: DistHost) -> list[int]:
         done = subprocess.run(["ip", "netns", "pids", self.net.namespace(host.index)], capture_output=True,

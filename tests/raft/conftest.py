@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 
 from raftpg.consensus import RaftNode
 from raftpg.devcluster import free_ports
+from raftpg.poll import async_wait_until
 
 SCOPE = "raft-test"
 PASSWORD = "correct horse battery staple"
@@ -33,11 +32,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    if not await async_wait_until(condition, timeout, 0.02):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Cluster:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from raftpg.poll import wait_until
 from raftpg.postgres import datadir
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
@@ -22,9 +22,8 @@ def test_a_process_working_in_the_data_dir_is_found_until_it_exits(tmp_path: Pat
     # A backend's process title, as an orphan of a killed postmaster would show it.
     backend = subprocess.Popen(["bash", "-c", 'exec -a "postgres: app app [local] idle" sleep 30'], cwd=data_dir)
     try:
-        wait_until = time.monotonic() + 10
-        while datadir.processes_in(data_dir) != [backend.pid] and time.monotonic() < wait_until:
-            time.sleep(0.01)  # until bash has exec'd into its new process title
+        # until bash has exec'd into its new process title
+        wait_until(lambda: datadir.processes_in(data_dir) == [backend.pid], 10, 0.01)
         assert datadir.processes_in(data_dir) == [backend.pid], "only PostgreSQL processes count"
         assert datadir.processes_in(tmp_path) == [], "only the exact directory counts"
     finally:

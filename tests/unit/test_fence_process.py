@@ -17,6 +17,7 @@ import pytest
 from raftpg.clock import boottime
 from raftpg.fence.client import FenceClient
 from raftpg.fence.kill import process_alive
+from raftpg.poll import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,10 +31,7 @@ def postmaster() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    assert wait_until(condition, timeout, 0.02), f"timed out waiting for {what}"
 
 
 def _postmaster_gone(proc: subprocess.Popen[bytes]) -> bool:

@@ -26,6 +26,7 @@ from raftpg.api.config_edit import etag, parse_if_match
 from raftpg.api.documents import cluster_document, history_document, node_document, raft_document
 from raftpg.api.health import HEALTH_CHECKS, Probe
 from raftpg.api.metrics import CONTENT_TYPE, render_metrics
+from raftpg.api.operations import add_routes as add_operation_routes
 from raftpg.api.switchover import plan
 from raftpg.config import Address, ConfigError, DynamicConfig, validate_dynamic_config
 from raftpg.consensus.errors import ConsensusError
@@ -94,6 +95,7 @@ def make_app(backend: NodeBackend, options: ApiOptions | None = None,
     router.add_get("/raft", handlers.get_raft)
     router.add_post("/raft/members", handlers.post_raft_member)
     router.add_delete("/raft/members/{addr}", handlers.delete_raft_member)
+    add_operation_routes(router, backend, handlers.options.body_timeout)
     return app
 
 

@@ -42,6 +42,8 @@ class ClusterInfo:
     failover_dropped: Mapping[str, Any] | None = None
     sync: Mapping[str, Any] = field(default_factory=_empty)
     history: tuple[Mapping[str, Any], ...] = ()
+    operations: Mapping[str, Mapping[str, Any]] = field(default_factory=_empty)
+    """name -> {revision, record}: operator operations in progress (GET/PUT /operations/<name>)."""
 
     @property
     def paused(self) -> bool:
@@ -60,6 +62,7 @@ class ClusterInfo:
             failover_dropped=snapshot.failover_dropped,
             sync=snapshot.sync,
             history=snapshot.history,
+            operations=snapshot.operations,
         )
 
 
@@ -96,6 +99,10 @@ class NodeBackend(Protocol):
 
     async def set_config(self, config: Mapping[str, Any], expected_version: int) -> bool:
         """Compare-and-set of the dynamic configuration; False if the version moved on meanwhile."""
+        ...
+
+    async def set_operation(self, name: str, record: Mapping[str, Any] | None, expected_revision: int) -> bool:
+        """Compare-and-set of an operation's progress record (None ends it); False if the revision moved."""
         ...
 
     async def request_restart(

@@ -67,6 +67,9 @@ class DaemonBackend:
                     return snap.config_version == expected_version + 1 and dict(snap.config) == dict(config)
         raise AssertionError("unreachable")
 
+    async def set_operation(self, name: str, record: Mapping[str, Any] | None, expected_revision: int) -> bool:
+        return await self._raft.set_operation(name, record, expected_revision, timeout=self._timeout())
+
     async def _local(self, request: LocalRequest) -> str:
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._ha.submit(request, future)

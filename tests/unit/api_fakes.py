@@ -169,6 +169,15 @@ class FakeBackend:
         self.cluster_info = replace(self.cluster_info, config=config, config_version=expected_version + 1)
         return True
 
+    async def set_operation(self, name: str, record: Mapping[str, Any] | None, expected_revision: int) -> bool:
+        self._maybe_fail()
+        current = self.cluster_info.operations.get(name) or {"revision": 0}
+        if not self.store_ok or current["revision"] != expected_revision:
+            return False
+        operations = {**self.cluster_info.operations, name: {"revision": expected_revision + 1, "record": record}}
+        self.cluster_info = replace(self.cluster_info, operations=operations)
+        return True
+
     async def request_restart(self, *, scheduled_at: float | None, role: str | None,
                               postgres_version: str | None, restart_pending: bool) -> str:
         self._maybe_fail()

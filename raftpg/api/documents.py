@@ -16,11 +16,7 @@ from raftpg.api.health import leader_lsn, replication_state
 from raftpg.consensus.model import RaftStatus
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import PeerProblem
-
-
-def format_lsn(lsn: int) -> str:
-    """PostgreSQL's textual LSN, as Patroni shows it in /cluster: 0/4000060."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+from raftpg.postgres.lsn import format_lsn
 
 
 def iso_time(unix: float) -> str:

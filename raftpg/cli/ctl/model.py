@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from raftpg.postgres.lsn import format_lsn
+
 # Only the lease holder is shown as "leader"; a member that still publishes "primary" without
 # the lease (an old primary being demoted) is not the leader and must not be mistaken for it.
 LEADER_ROLES = ("leader", "standby_leader")
@@ -34,10 +36,10 @@ def _int(value: Any) -> int | None:
     return None
 
 
-def format_lsn(value: Any) -> str | None:
+def _lsn_text(value: Any) -> str | None:
     """PostgreSQL's X/X text for an integer LSN; text LSNs pass through."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+        return format_lsn(value)
     return _str(value)
 
 
@@ -99,9 +101,9 @@ class MemberView:
             port=_int(data.get("port")),
             api_url=api_base(_str(data.get("api_url"))),
             timeline=_int(data.get("timeline")),
-            receive_lsn=format_lsn(data.get("receive_lsn")),
+            receive_lsn=_lsn_text(data.get("receive_lsn")),
             receive_lag=_lag(data.get("receive_lag")),
-            replay_lsn=format_lsn(data.get("replay_lsn", data.get("lsn"))),
+            replay_lsn=_lsn_text(data.get("replay_lsn", data.get("lsn"))),
             replay_lag=_lag(data.get("replay_lag", data.get("lag"))),
             pending_restart=bool(data.get("pending_restart")),
             needs_reinit=_str(data.get("needs_reinit")) or None,

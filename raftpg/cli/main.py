@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_rejoin(args: argparse.Namespace) -> int:
     import os
 
-    from raftpg.cli.daemon import StartupError, lock_data_dir
+    from raftpg.cli.startup import StartupError, lock_data_dir
     from raftpg.consensus import rejoin
 
     settings = _load_or_explain(args.config)

@@ -20,10 +20,11 @@ from raftpg.config.model import (
     Tags,
     WatchdogSettings,
 )
-from raftpg.config.reading import ENV_PREFIX, load_settings, parse_settings
+from raftpg.config.reading import ENV_PREFIX, load_member_settings, load_settings, parse_member_settings, parse_settings
 from raftpg.config.sample import generate_raft_password, sample_config
 from raftpg.config.sections import DOCS_RAFT_PASSWORD, MIN_RAFT_PASSWORD_LENGTH
 from raftpg.config.values import Address, Auth, ConfigError
+from raftpg.config.witness import WITNESS_KIND, WitnessSettings
 
 __all__ = [
     "ASYNC_START_TIMEOUT",
@@ -34,6 +35,7 @@ __all__ = [
     "MIN_RAFT_PASSWORD_LENGTH",
     "MIN_TTL",
     "RAFTPG_OWNED_PARAMETERS",
+    "WITNESS_KIND",
     "Address",
     "Auth",
     "BootstrapSettings",
@@ -46,8 +48,11 @@ __all__ = [
     "Settings",
     "Tags",
     "WatchdogSettings",
+    "WitnessSettings",
     "generate_raft_password",
+    "load_member_settings",
     "load_settings",
+    "parse_member_settings",
     "parse_settings",
     "sample_config",
     "validate_dynamic_config",

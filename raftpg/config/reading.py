@@ -42,12 +42,13 @@ from raftpg.config.sections import (
 )
 from raftpg.config.validation import Invalid, Report, Section, need, type_name
 from raftpg.config.values import ConfigError
+from raftpg.config.witness import WitnessSettings, parse_witness
 from raftpg.mergepatch import thaw
 
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "RAFTPG_"
-_TOP_KEYS = ("scope", "name", "raft", "restapi", "postgresql", "bootstrap", "tags", "watchdog", "log")
+_TOP_KEYS = ("scope", "name", "witness", "raft", "restapi", "postgresql", "bootstrap", "tags", "watchdog", "log")
 _TOP_HINTS = dict.fromkeys(
     ("etcd", "etcd3", "consul", "zookeeper", "kubernetes", "exhibitor"),
     "raftpg keeps the cluster state in its own Raft; remove this section and configure 'raft'",
@@ -57,6 +58,8 @@ _STRING_LEAVES = frozenset(
      "certfile", "keyfile", "cafile", "verify_client", "bin_dir", "socket_dir", "device",
      "replicatefrom", "level", "format", "mode"}
 )  # fmt: skip
+_WITNESS_REFUSED = ("witness: true: this file configures a witness member (a Raft vote, no PostgreSQL); "
+                    "use a database member's configuration here")
 _ENV_LISTS: dict[tuple[str, ...], str] = {
     ("raft", "partner_addrs"): ",",
     ("postgresql", "pg_hba"): "\n",
@@ -65,7 +68,16 @@ _ENV_LISTS: dict[tuple[str, ...], str] = {
 
 
 def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
-    """Validate parsed YAML plus environment overrides (os.environ when `env` is None)."""
+    """A database member's settings (parse_member_settings); a witness's are refused."""
+    settings = parse_member_settings(data, env)
+    if isinstance(settings, WitnessSettings):
+        raise ConfigError([_WITNESS_REFUSED])
+    return settings
+
+
+def parse_member_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings | WitnessSettings:
+    """Validate parsed YAML plus environment overrides (os.environ when `env` is None): a witness
+    member's settings when it says `witness: true` (config/witness.py), else a database member's."""
     report = Report()
     top: object = data  # callers pass whatever YAML produced
     if not isinstance(top, Mapping):
@@ -73,6 +85,12 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         report.raise_if_any()
     merged = _apply_env(data, os.environ if env is None else env, report)
     root = Section(report, "", merged, _TOP_KEYS, _TOP_HINTS)
+    if root.get_bool("witness", False):
+        witness = parse_witness(root)
+        report.raise_if_any()
+        for warning in report.warnings:
+            logger.warning("configuration: %s", warning)
+        return need(witness)
     scope = parse_name(root, "scope")
     name = parse_name(root, "name")
     raft = parse_raft(root.section("raft", RAFT_KEYS))
@@ -106,6 +124,14 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
+    """A database member's settings from a file (load_member_settings); a witness's are refused."""
+    settings = load_member_settings(path, env)
+    if isinstance(settings, WitnessSettings):
+        raise ConfigError([f"{settings.source}: {_WITNESS_REFUSED}"], source=settings.source)
+    return settings
+
+
+def load_member_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings | WitnessSettings:
     """Read and validate a YAML file (plus os.environ when `env` is None).
 
     Every failure is a ConfigError naming the file; YAML syntax errors also give line and column.
@@ -126,7 +152,7 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: malformed YAML: {exc}"], source=path) from None
     try:
-        settings = parse_settings({} if data is None else data, env)
+        settings = parse_member_settings({} if data is None else data, env)
     except ConfigError as exc:
         raise ConfigError(exc.problems, source=path) from None
     return dataclasses.replace(settings, source=path)

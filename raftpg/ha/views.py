@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from raftpg.config import DynamicConfig, Tags
+from raftpg.config.witness import WITNESS_KIND
 from raftpg.consensus import Snapshot
 from raftpg.ha.sync import ASYNC, SyncSet
 from raftpg.postgres.datadir import DataDirState
@@ -154,12 +155,15 @@ class ClusterView:
 
     @staticmethod
     def from_snapshot(snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
-        """The local replica's state as decide() sees it: ages and lease expiry judged on our clock."""
+        """The local replica's state as decide() sees it: ages and lease expiry judged on our clock.
+        Witness members (a Raft vote, no PostgreSQL) are left out: they are no replication peer,
+        slot holder, race peer or candidate."""
         lease = snap.lease
-        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in snap.members}
+        databases = {name: record for name, record in snap.members.items() if record.get("kind") != WITNESS_KIND}
+        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in databases}
         members = {
             name: MemberView.from_record(name, record, fresh=ages[name] < config.ttl, age=ages[name])
-            for name, record in snap.members.items()
+            for name, record in databases.items()
         }
         return ClusterView(
             system_identifier=snap.initialize,

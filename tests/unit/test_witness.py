@@ -1,0 +1,58 @@
+"""A witness member in the cluster state: the HA core never sees it as a PostgreSQL peer, the
+REST API and ctl still show it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from raftpg.api.backend import ClusterInfo
+from raftpg.api.documents import cluster_document
+from raftpg.config import DynamicConfig
+from raftpg.consensus import Lease, Snapshot
+from raftpg.ha.actions import EnsureSlots
+from raftpg.ha.decide import decide
+from raftpg.ha.views import ClusterView
+from tests.unit.ha_views import NOW, holder
+
+pytestmark = pytest.mark.unit
+
+WITNESS_RECORD: dict[str, Any] = {
+    "kind": "witness", "instance_id": "w1", "raft_addr": "10.0.0.13:5010", "api_url": "http://10.0.0.13:8008",
+    "host": "10.0.0.13", "port": None, "role": "witness", "state": "running",
+    "tags": {"nofailover": True, "failover_priority": 0, "noloadbalance": True, "clonefrom": False, "nosync": True},
+}
+
+
+def database(role: str, lsn: int) -> dict[str, Any]:
+    return {"instance_id": f"i-{role}", "api_url": "http://db:8008", "host": "db", "port": 5432, "role": role,
+            "state": "running", "timeline": 1, "lsn": lsn, "tags": {}}
+
+
+def snapshot() -> Snapshot:
+    lease = Lease(holder="node1", instance_id="i-node1", version=3, revision=40, ttl=5.0, lsn_at_handover=None,
+                  bootstrapping=False, applied_at=NOW)
+    members = {"node1": database("primary", 200), "node2": database("replica", 100), "witness1": WITNESS_RECORD}
+    return Snapshot(scope="prod", initialize="7000000000000000001", lease=lease, members=members,
+                    member_applied_at=dict.fromkeys(members, NOW), config={}, config_version=1, failover=None,
+                    failover_dropped=None, sync={}, history=(), last_applied=50)
+
+
+def test_the_ha_core_does_not_see_a_witness() -> None:
+    view = ClusterView.from_snapshot(snapshot(), DynamicConfig(), NOW + 1)
+    assert set(view.members) == {"node1", "node2"}
+
+
+def test_no_replication_slot_for_a_witness() -> None:
+    view = ClusterView.from_snapshot(snapshot(), DynamicConfig(), NOW + 1)
+    slots = [a for a in decide(view, holder()) if isinstance(a, EnsureSlots)]
+    assert slots and all("witness1" not in a.members for a in slots)
+    assert any("node2" in a.members for a in slots)
+
+
+def test_cluster_document_lists_the_witness_with_its_role() -> None:
+    doc = cluster_document(ClusterInfo.from_snapshot(snapshot()), "quorum")
+    entry = next(m for m in doc["members"] if m["name"] == "witness1")
+    assert (entry["role"], entry["state"], entry["host"], entry["port"]) == ("witness", "running", "10.0.0.13", None)
+    assert entry["api_url"] == "http://10.0.0.13:8008/patroni"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from raftpg.config import Settings
+from raftpg.config import Settings, WitnessSettings
 from raftpg.consensus.model import RaftStatus, Snapshot
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import PeerProblem
@@ -75,7 +75,9 @@ class NodeBackend(Protocol):
     """
 
     @property
-    def settings(self) -> Settings: ...
+    def settings(self) -> Settings | WitnessSettings:
+        """The API reads restapi and bootstrap.dcs, which every kind of member has."""
+        ...
 
     def status(self) -> NodeStatus:
         """The status the HA loop cached after its last cycle (invalidated at once on demotion)."""

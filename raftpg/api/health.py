@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from raftpg.api.backend import ClusterInfo
 from raftpg.config import DynamicConfig
+from raftpg.config.witness import WITNESS_ROLE
 from raftpg.ha.status import NodeStatus
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
@@ -95,7 +96,8 @@ def is_standby_leader(p: Probe) -> bool:
 
 
 def is_healthy(p: Probe) -> bool:
-    return p.status.pg_running and p.status.state == "running"
+    """PostgreSQL is up; on a witness (no PostgreSQL), that it runs."""
+    return (p.status.pg_running or p.status.role == WITNESS_ROLE) and p.status.state == "running"
 
 
 def is_alive(p: Probe) -> bool:

@@ -28,6 +28,9 @@ from raftpg.config.validation import Invalid, Section, need
 WITNESS_KIND = "witness"
 """The `kind` of a witness's member record in Raft; a record without `kind` is a database member's."""
 
+WITNESS_ROLE = "witness"
+"""The role a witness publishes and answers /patroni with."""
+
 WITNESS_TAGS = Tags(nofailover=True, failover_priority=0, noloadbalance=True, nosync=True)
 """What a witness is to the others: never a failover or synchronous candidate, never a read target."""
 

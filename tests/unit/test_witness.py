@@ -9,10 +9,13 @@ import pytest
 
 from raftpg.api.backend import ClusterInfo
 from raftpg.api.documents import cluster_document
+from raftpg.api.health import HEALTH_CHECKS, Probe
 from raftpg.config import DynamicConfig
+from raftpg.config.witness import WITNESS_TAGS
 from raftpg.consensus import Lease, Snapshot
 from raftpg.ha.actions import EnsureSlots
 from raftpg.ha.decide import decide
+from raftpg.ha.status import NodeStatus
 from raftpg.ha.views import ClusterView
 from tests.unit.ha_views import NOW, holder
 
@@ -56,3 +59,22 @@ def test_cluster_document_lists_the_witness_with_its_role() -> None:
     entry = next(m for m in doc["members"] if m["name"] == "witness1")
     assert (entry["role"], entry["state"], entry["host"], entry["port"]) == ("witness", "running", "10.0.0.13", None)
     assert entry["api_url"] == "http://10.0.0.13:8008/patroni"
+
+
+def witness_probe(path_query: dict[str, str] | None = None, state: str = "running") -> Probe:
+    status = NodeStatus(name="witness1", scope="prod", role="witness", state=state, tags=WITNESS_TAGS,
+                        lease_holder="node1", lease_version=3, updated_at=NOW)
+    return Probe(status, ClusterInfo.from_snapshot(snapshot()), DynamicConfig(), NOW + 1, path_query or {})
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [("/health", 200), ("/liveness", 200), ("/primary", 503), ("/", 503), ("/leader", 503), ("/replica", 503),
+     ("/read-only", 503), ("/sync", 503), ("/quorum", 503), ("/async", 503), ("/readiness", 503)],
+)
+def test_health_checks_on_a_witness(path: str, code: int) -> None:
+    assert (200 if HEALTH_CHECKS[path](witness_probe()) else 503) == code
+
+
+def test_a_witness_not_yet_running_is_not_healthy() -> None:
+    assert not HEALTH_CHECKS["/health"](witness_probe(state="starting"))

@@ -318,12 +318,13 @@ class PostgresInstance:
                 raise PostgresError(f"promotion did not finish within {timeout:.0f}s")
             return left
 
-        await self.execute("SELECT pg_promote(wait => false)", timeout=remaining())
-        while True:
+        async def out_of_recovery() -> bool:
             rows = await self.execute("SELECT pg_is_in_recovery()", timeout=remaining())
-            if not rows[0][0]:
-                break
-            await asyncio.sleep(min(PROMOTE_POLL, remaining()))
+            return not rows[0][0]
+
+        await self.execute("SELECT pg_promote(wait => false)", timeout=remaining())
+        if not await async_wait_until(out_of_recovery, remaining(), PROMOTE_POLL):
+            raise PostgresError(f"promotion did not finish within {timeout:.0f}s")
         logger.info("promoted PostgreSQL")
         if checkpoint:
             await self.execute("CHECKPOINT", timeout=max(1.0, deadline - loop.time()))

@@ -32,10 +32,10 @@ HEALTHY_TIMEOUT = 90.0
 CTL_TIMEOUT = 300.0
 
 
-def _round(cluster: LocalCluster, state_file: Path) -> dict[str, Any]:
+def _round(cluster: LocalCluster) -> dict[str, Any]:
     primary = cluster.wait_healthy(HEALTHY_TIMEOUT)
     argv = [sys.executable, "-m", "raftpg.cli.main", "ctl", "-c", str(cluster.nodes[primary].config_path),
-            "rolling-restart", "--force", "--format", "json", "--state-file", str(state_file)]
+            "rolling-restart", "--force", "--format", "json"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTPG_")}
     with SafetyChecker(cluster) as checker:
         wait_for(lambda: len(checker.writer.acked) > 50 or None, 30, "the writer to get going")
@@ -65,7 +65,7 @@ def main() -> None:
     cluster.start()
     try:
         for number in range(1, args.rounds + 1):
-            result = _round(cluster, base / "rolling-state.json")
+            result = _round(cluster)
             rounds.append(result)
             print(f"round {number}: total {result['total_s']:.1f} s, write gap {result['write_gap_s']:.2f} s, "
                   f"{result['old_primary']} -> {result['new_primary']}, {result['acknowledged']} acknowledged, "

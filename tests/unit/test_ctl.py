@@ -14,6 +14,7 @@ import io
 import json
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,7 @@ class FakeApi:
     peer_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> its raftpg.peer_problems
     needs_reinit: dict[str, str] = field(default_factory=dict)  # member -> its needs_reinit in /cluster
     daemon_started: dict[str, float] = field(default_factory=dict)  # member -> its raftpg.started_at
+    operation: dict[str, Any] = field(default_factory=lambda: {"revision": 0, "record": None})  # rolling_restart
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
@@ -138,6 +140,13 @@ class FakeApi:
         if (method, path) == ("GET", "history"):
             return ok([[1, 25165984, "no recovery target specified", "2030-01-01T10:00:00+00:00", "n1"],
                        [2, 50331800, "switchover to n2", "2030-01-02T10:00:00+00:00", "n2"]])
+        if (method, path) == ("GET", "operations/rolling_restart"):
+            return ok({"name": "rolling_restart", **self.operation})
+        if (method, path) == ("PUT", "operations/rolling_restart"):
+            if body["expected_revision"] != self.operation["revision"]:
+                return ok({"error": "moved", **self.operation}, status=409)
+            self.operation = {"revision": body["expected_revision"] + 1, "record": body["record"]}
+            return ok({"name": "rolling_restart", **self.operation})
         if (method, path) == ("GET", "config"):
             return ok(self.config, headers={"ETag": f'"{self.config_version}"'})
         if (method, path) == ("PATCH", "config"):
@@ -252,11 +261,10 @@ async def test_list_footnotes_members_waiting_for_reinit_with_the_fix(fake: Fake
 
 
 async def test_rolling_restart_daemon_plan_replaces_each_raftpg_the_primarys_before_the_switchover(
-        fake: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     fake.pending = set()
     fake.daemon_started = {"n1": 1.0, "n2": 2.0, "n3": 3.0}
-    state = str(tmp_path / "state.json")
-    assert await run_ctl(fake, "rolling-restart", "--daemon", "--dry-run", "--state-file", state) == 0
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--dry-run") == 0
     rows = [[c.strip() for c in line.split("|")[1:4]] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| n")]
     assert rows == [
@@ -267,16 +275,46 @@ async def test_rolling_restart_daemon_plan_replaces_each_raftpg_the_primarys_bef
         ["n1", "resume; PostgreSQL starts again as a replica", "to do"],
     ]
     assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
+    assert fake.requests("PUT", "operations/rolling_restart") == []
 
 
 async def test_rolling_restart_daemon_refused_when_a_member_cannot_restart_its_raftpg(
-        fake: FakeApi, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     fake.pending = set()
     fake.daemon_started = {"n1": 1.0, "n2": 2.0}
-    state = str(tmp_path / "state.json")
-    assert await run_ctl(fake, "rolling-restart", "--daemon", "--force", "--state-file", state) == 1
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--force") == 1
     assert "n3 publish no raftpg.started_at" in capsys.readouterr().err
     assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
+    assert fake.operation == {"revision": 0, "record": None}
+
+
+def live_run(started: float) -> dict[str, Any]:
+    now = time.time()
+    return {"version": 1, "old_primary": "n1", "started": {"n1": started, "n2": started, "n3": started},
+            "daemons": {}, "owner": {"host": "opshost", "pid": 4242}, "began_at": now - 60, "heartbeat_at": now,
+            "step": "n2: restart PostgreSQL", "done": ["cluster: pause"], "halted": ""}
+
+
+async def test_rolling_restart_refuses_to_drive_a_run_another_ctl_drives(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.paused = True
+    fake.operation = {"revision": 3, "record": live_run(1.0)}
+    assert await run_ctl(fake, "rolling-restart", "--force") == 1
+    err = capsys.readouterr().err
+    assert "another ctl is driving this run" in err and "opshost (pid 4242)" in err and "--take-over" in err
+    assert fake.requests("PUT", "operations/rolling_restart") == [] and fake.requests("POST", "restart") == []
+
+
+async def test_rolling_restart_status_and_list_show_the_run_in_progress(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.operation = {"revision": 3, "record": live_run(1.0)}
+    assert await run_ctl(fake, "rolling-restart", "--status") == 0
+    out = capsys.readouterr().out
+    assert "opshost (pid 4242)" in out and "n2: restart PostgreSQL" in out and "done: cluster: pause" in out
+    assert await run_ctl(fake, "list") == 0
+    assert "In progress: rolling restart started" in capsys.readouterr().out
+    assert await run_ctl(fake, "rolling-restart", "--abandon", "--force") == 0
+    assert fake.operation == {"revision": 4, "record": None}
 
 
 async def test_list_json_has_patronictl_keys(fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:

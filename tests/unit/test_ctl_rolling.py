@@ -1,12 +1,22 @@
-"""The pure rules of `ctl rolling-restart`: refusals, the switchover candidate, resumable state."""
+"""The rules of `ctl rolling-restart`: refusals, the switchover candidate, the run's record in Raft
+(its plan, progress, owner and heartbeat) and compare-and-set writes against an in-memory API."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
+import pytest
+
+from raftpg.cli.ctl.client import ApiClient, CtlError, Response, Unreachable
 from raftpg.cli.ctl.model import ClusterView, MemberView
-from raftpg.cli.ctl.rolling_plan import RunState, load_state, refusal, save_state, switchover_candidate
+from raftpg.cli.ctl.rolling_plan import STALE_AFTER, Owner, RunState, alive_refusal, refusal, switchover_candidate
+from raftpg.cli.ctl.rolling_record import RunRecord, Stored, TakenOver
+from raftpg.cli.ctl.session import Session
+
+T0 = 1_796_000_000.0  # Unix seconds in 2026
 
 
 def member(name: str, role: str = "replica", lag: int | str | None = 0, **tags: object) -> MemberView:
@@ -55,28 +65,135 @@ def test_candidate_skips_nofailover_and_the_excluded_member() -> None:
 
 
 def test_done_means_a_new_postmaster_start_time() -> None:
-    state = RunState("demo", "a", MappingProxyType({"a": 100.0, "b": 200.0}))
-    assert not state.done("a", 100.0)
-    assert state.done("a", 150.0)
-    assert not state.done("b", None)
-    assert not state.done("new-member", 5.0)
+    state = RunState("a", MappingProxyType({"a": 100.0, "b": 200.0}))
+    assert not state.restarted("a", 100.0)
+    assert state.restarted("a", 150.0)
+    assert not state.restarted("b", None)
+    assert not state.restarted("new-member", 5.0)
 
 
 def test_a_daemon_is_done_when_its_raftpg_process_start_time_changed() -> None:
-    state = RunState("demo", "a", MappingProxyType({"a": 100.0}), MappingProxyType({"a": 7.0}))
+    state = RunState("a", MappingProxyType({"a": 100.0}), MappingProxyType({"a": 7.0}))
+    assert state.daemon and not RunState("a").daemon
     assert not state.daemon_done("a", 7.0) and not state.daemon_done("a", None)
     assert state.daemon_done("a", 9.5)
-    assert not RunState("demo", "a").daemon_done("a", 9.5)
+    assert not RunState("a").daemon_done("a", 9.5)
 
 
-def test_state_round_trips_and_ignores_other_scopes_and_junk(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "state.json"
-    state = RunState("demo", "a", MappingProxyType({"a": 1.5, "b": 2.5}), MappingProxyType({"a": 9.0}))
-    save_state(path, state)
-    loaded = load_state(path, "demo")
-    assert loaded is not None and loaded.old_primary == "a" and dict(loaded.started) == {"a": 1.5, "b": 2.5}
-    assert dict(loaded.daemons) == {"a": 9.0}
-    assert load_state(path, "other") is None
-    path.write_text("{not json")
-    assert load_state(path, "demo") is None
-    assert load_state(tmp_path / "missing.json", "demo") is None
+RUN = RunState("a", MappingProxyType({"a": 1.5, "b": 2.5}), MappingProxyType({"a": 9.0}),
+               owner=Owner("host1", 42), began_at=T0, heartbeat_at=T0)
+
+
+def test_the_record_round_trips_and_junk_is_refused() -> None:
+    state = RUN.beat(T0 + 5, "b: restart PostgreSQL").finished("b: restart PostgreSQL", T0 + 9)
+    assert RunState.from_record(json.loads(json.dumps(state.to_record()))) == state
+    assert state.done == ("b: restart PostgreSQL",) and state.step == "" and state.heartbeat_at == T0 + 9
+    assert RunState.from_record({**state.to_record(), "version": 99}) is None
+    assert RunState.from_record({**state.to_record(), "started": {"a": "soon"}}) is None
+    assert RunState.from_record({**state.to_record(), "owner": "host1"}) is None
+    assert RunState.from_record({"version": 1}) is None
+
+
+def test_a_live_run_is_refused_naming_its_owner_until_stale_or_taken_over() -> None:
+    why = alive_refusal(RUN, T0 + 3, take_over=False)
+    assert why is not None and "host1 (pid 42)" in why and "2026" in why and "--take-over" in why
+    assert alive_refusal(RUN, T0 + 3, take_over=True) is None
+    assert alive_refusal(RUN, T0 + STALE_AFTER, take_over=False) is None
+
+
+def test_a_halted_run_is_continued_at_once_and_taking_over_clears_the_halt() -> None:
+    halted = RUN.beat(T0 + 1, "b: restart PostgreSQL").halt("b: not seen within 180s")
+    assert alive_refusal(halted, T0 + 2, take_over=False) is None
+    assert halted.step == "" and "stopped by host1 (pid 42): b: not seen" in halted.describe(T0 + 2)
+    mine = halted.taken_over(Owner("host2", 7), T0 + 2)
+    assert mine.halted == "" and mine.owner == Owner("host2", 7) and mine.began_at == T0
+    assert mine.started == RUN.started and alive_refusal(mine, T0 + 3, take_over=False) is not None
+
+
+class CasApi(ApiClient):
+    """The API's record as compare-and-set, in memory; `lose` drops the answer of that many PUTs
+    after applying them, `down` lists base URLs that do not answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.revision = 0
+        self.record: Any = None
+        self.lose = 0
+        self.down: set[str] = set()
+        self.puts: list[str] = []
+
+    def request(self, method: str, url: str, body: Any = None, *, headers: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> Response:
+        base = url.split("/operations/")[0]
+        if base in self.down:
+            raise Unreachable(f"{url}: connection refused")
+        if method == "GET":
+            return Response(200, {"name": "rolling_restart", "revision": self.revision, "record": self.record})
+        self.puts.append(base)
+        if body["expected_revision"] != self.revision:
+            return Response(409, {"error": "moved", "revision": self.revision, "record": self.record})
+        self.revision += 1
+        self.record = body["record"]
+        if self.lose:
+            self.lose -= 1
+            raise Unreachable(f"{url}: timed out")
+        return Response(200, {"name": "rolling_restart", "revision": self.revision, "record": self.record})
+
+
+def record_on(api: CasApi, now: float = T0) -> RunRecord:
+    session = Session(api, ["http://m1:8008"], interactive=False)
+    record = RunRecord(session, wall_clock=lambda: now)
+    record.remember(cluster(MemberView("m1", "leader", "running", api_url="http://m1:8008"),
+                            MemberView("m2", "replica", "running", api_url="http://m2:8008")))
+    return record
+
+
+def test_a_run_is_written_read_back_by_another_ctl_and_ended() -> None:
+    api = CasApi()
+    mine = record_on(api)
+    assert mine.read().state() is None
+    mine.write(RUN)
+    other = record_on(api)
+    assert other.read().state() == RUN and other.revision == 1
+    mine.write(None)
+    assert record_on(api).read() == Stored(2, None)
+
+
+def test_a_ctl_that_was_taken_over_stops_at_its_next_write() -> None:
+    api = CasApi()
+    mine = record_on(api)
+    mine.read()
+    mine.write(RUN)
+    other = record_on(api, T0 + 60)
+    other.write(other.read().state().taken_over(Owner("host2", 7), T0 + 60))  # type: ignore[union-attr]
+    with pytest.raises(TakenOver, match="host2"):
+        mine.write(RUN.finished("b: restart PostgreSQL", T0 + 61))
+    with pytest.raises(TakenOver):
+        mine.beat("c: restart PostgreSQL")
+
+
+def test_a_lost_answer_is_resolved_by_the_next_member_and_a_dead_member_is_skipped() -> None:
+    api = CasApi()
+    mine = record_on(api)
+    mine.read()
+    api.lose = 1
+    mine.write(RUN)  # applied, answer lost: m2 answers 409 with exactly this record -> it landed
+    assert mine.revision == 1 and api.puts == ["http://m1:8008", "http://m2:8008"]
+    api.down = {"http://m1:8008"}
+    mine.write(None)
+    assert (api.revision, api.record) == (2, None)
+
+
+def test_a_step_must_be_stored_and_releasing_the_run_is_best_effort() -> None:
+    api = CasApi()
+    mine = record_on(api)
+    mine.read()
+    mine.write(RUN)
+    api.down = {"http://m1:8008", "http://m2:8008"}
+    with pytest.raises(CtlError, match="could not store"):
+        mine.beat("b: restart PostgreSQL")
+    mine.release("^C")  # nobody answers: the heartbeat ages out instead
+    api.down = set()
+    mine.release("b: not seen within 180s")
+    stored = record_on(api).read().state()
+    assert stored is not None and stored.halted == "b: not seen within 180s"

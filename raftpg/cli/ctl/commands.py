@@ -36,6 +36,7 @@ from raftpg.cli.ctl.formatting import (
     version_line,
 )
 from raftpg.cli.ctl.model import ClusterView, HistoryEntry, MemberView
+from raftpg.cli.ctl.rolling_record import in_progress
 from raftpg.cli.ctl.session import PASSWORD_ENV, USER_ENV, Session, open_session
 from raftpg.http.client import DEFAULT_TIMEOUT
 
@@ -122,6 +123,9 @@ def cmd_list(session: Session, args: argparse.Namespace) -> int:
                     session.print(time.strftime("%Y-%m-%d %H:%M:%S"))
                 print_cluster(session, cluster, args.format, extended=args.extended, topology=topology,
                               problems=True)
+                operation = in_progress(session, time.time()) if args.format == "pretty" else None
+                if operation is not None:
+                    session.print(f"In progress: {operation}", style="yellow")
             shown += 1
             if interval is None or (args.watch_count is not None and shown >= args.watch_count):
                 return 0

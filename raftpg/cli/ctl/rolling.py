@@ -4,8 +4,9 @@ Order: each replica (waiting until it streams again), a switchover to the best r
 then the old primary (a replica by then). With --daemon each member's raftpg process is replaced
 too (rolling_daemon.py): a replica's after its PostgreSQL, the primary's before the
 switchover. Pause keeps the HA loops from reacting to the planned stops; the one switchover is
-the only write interruption. Interrupted (^C, lost terminal), a
-second run continues: members whose postmaster start time changed since the run began are done.
+the only write interruption. The run's plan and progress live in Raft (rolling_record.py), so
+an interrupted run (^C, lost terminal, lost host) is continued by a second run from any host:
+members whose postmaster start time changed since the run began are done.
 """
 
 from __future__ import annotations
@@ -13,29 +14,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from raftpg.cli.ctl.actions import wait_for
+from raftpg.cli.ctl.actions import POLL_INTERVAL
 from raftpg.cli.ctl.client import CtlError, Unreachable
 from raftpg.cli.ctl.formatting import dump_json, render_grid
 from raftpg.cli.ctl.model import ClusterView, MemberView
 from raftpg.cli.ctl.rolling_daemon import daemon_times, raftpg_started, restart_daemon
-from raftpg.cli.ctl.rolling_plan import (
-    RunState,
-    default_state_path,
-    load_state,
-    refusal,
-    save_state,
-    switchover_candidate,
-)
+from raftpg.cli.ctl.rolling_plan import Owner, RunState, alive_refusal, refusal, switchover_candidate
+from raftpg.cli.ctl.rolling_record import RunRecord, TakenOver
 from raftpg.cli.ctl.session import Session
+from raftpg.poll import wait_until
 
 SQL_TIMEOUT = 3
 DEFAULT_MAX_LAG = 16 * 1024 * 1024
@@ -58,6 +55,7 @@ class Run:
         self.max_lag: int = args.max_lag
         self.began = time.monotonic()
         self.steps: list[Step] = []
+        self.record = RunRecord(session)
 
     def say(self, text: str, style: str | None = None) -> None:
         line = f"[{time.monotonic() - self.began:7.1f}s] {text}"
@@ -67,11 +65,17 @@ class Run:
             self.session.print(line, style)
 
     def step(self, member: str, action: str, work: Callable[[], None]) -> None:
-        self.say(f"{member}: {action} ...")
+        """Recorded in Raft before (the step now under way) and after (done), so that every
+        member shows the progress and a take-over by another ctl stops this one between steps."""
+        label = f"{member}: {action}"
+        self.record.beat(label)
+        self.say(f"{label} ...")
         started = time.monotonic()
         work()
         took = time.monotonic() - started
         self.steps.append(Step(member, action, took))
+        assert self.record.state is not None
+        self.record.write(self.record.state.finished(label, self.record.clock()))
         self.say(f"{member}: {action} done in {took:.1f}s", "green")
 
     def skip(self, member: str, action: str, why: str) -> None:
@@ -79,12 +83,19 @@ class Run:
         self.say(f"{member}: {action} skipped ({why})", "yellow")
 
     def wait(self, what: str, check: Callable[[], bool]) -> None:
-        """Poll until `check`; API errors count as "not yet" (members restart meanwhile)."""
-        try:
-            wait_for(self.session, what, self.timeout, check)
-        except CtlError as exc:
-            raise CtlError(f"{exc}; the cluster stays paused: fix it and run rolling-restart again "
-                           "to continue") from None
+        """Poll until `check`, with heartbeats in the record; API errors count as "not yet"
+        (members restart meanwhile), a take-over by another ctl stops the wait."""
+        def settled() -> bool:
+            self.record.beat()
+            try:
+                return check()
+            except CtlError:
+                return False
+
+        with self.session.out.status(f"Waiting for {what} ..."):
+            if not wait_until(settled, self.timeout, POLL_INTERVAL):
+                raise CtlError(f"{what}: not seen within {self.timeout:g}s; the cluster stays paused: fix it "
+                               "and run rolling-restart again to continue")
 
 
 # -- reading the members ------------------------------------------------------------------------
@@ -214,7 +225,7 @@ def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | N
     """`daemons`: with --daemon, each member's current raftpg start time."""
     rows = []
     for name in sorted(state.started, key=lambda n: (n == state.old_primary, n)):
-        done = "done" if state.done(name, times.get(name)) else "to do"
+        done = "done" if state.restarted(name, times.get(name)) else "to do"
         daemon = "done" if daemons is not None and state.daemon_done(name, daemons.get(name)) else "to do"
         if name == state.old_primary:
             leader = cluster.leader
@@ -230,7 +241,7 @@ def _plan_rows(cluster: ClusterView, state: RunState, times: dict[str, float | N
     return rows
 
 
-def _new_state(session: Session, cluster: ClusterView, daemon: bool) -> RunState:
+def _new_state(session: Session, cluster: ClusterView, daemon: bool, owner: Owner, now: float) -> RunState:
     times = {m.name: start_time(session, m) for m in cluster.members}
     unknown = sorted(name for name, t in times.items() if t is None)
     if unknown:
@@ -238,7 +249,8 @@ def _new_state(session: Session, cluster: ClusterView, daemon: bool) -> RunState
                        "(give -c NODE.yml so ctl can ask PostgreSQL)")
     assert cluster.leader is not None
     daemons = daemon_times(session, [m.name for m in cluster.members]) if daemon else {}
-    return RunState(cluster.scope, cluster.leader.name, {k: v for k, v in times.items() if v is not None}, daemons)
+    return RunState(cluster.leader.name, {k: v for k, v in times.items() if v is not None}, daemons,
+                    owner=owner, began_at=now, heartbeat_at=now)
 
 
 def _daemon_step(run: Run, state: RunState, name: str) -> None:
@@ -261,7 +273,7 @@ def _switchover_step(run: Run, state: RunState) -> None:
     session = run.session
     old = state.old_primary
     current = session.cluster()
-    fresh = [m for m in current.members if not m.is_leader and state.done(m.name, start_time(session, m))]
+    fresh = [m for m in current.members if not m.is_leader and state.restarted(m.name, start_time(session, m))]
     target = switchover_candidate(ClusterView(current.scope, tuple(fresh)), old)
     if target is None:
         raise CtlError("no restarted replica can take over (nofailover tags?); the cluster stays paused")
@@ -276,64 +288,129 @@ def _old_primary_step(run: Run, state: RunState) -> None:
 
     def rejoined() -> None:
         run.wait(f"{old} to stream from the new primary", lambda: streams(session, _member(session, old)))
-        if not state.done(old, start_time(session, _member(session, old))):
+        if not state.restarted(old, start_time(session, _member(session, old))):
             restart_member(run, old, state.started[old])
 
     run.step(old, "start again as a replica", rejoined)
 
 
+def _owner() -> Owner:
+    return Owner(socket.gethostname(), os.getpid())
+
+
+def _show_status(run: Run, fmt: str) -> int:
+    """--status: the run in progress as the record in Raft has it."""
+    record = run.record
+    stored = record.read()
+    state = stored.state()
+    if fmt == "json":
+        run.session.print(dump_json({"revision": stored.revision,
+                                     "record": None if state is None else state.to_record()}))
+    elif state is None:
+        run.session.print("No rolling restart in progress.")
+    else:
+        run.session.print(state.describe(record.clock()))
+        for done in state.done:
+            run.session.print(f"  done: {done}")
+    return 0
+
+
+def _abandon(run: Run, force: bool) -> int:
+    """--abandon: forget a run that will not be finished (the cluster stays as it is)."""
+    record = run.record
+    state = record.read().state()
+    if state is None:
+        run.session.print("No rolling restart in progress.")
+        return 0
+    run.session.print(state.describe(record.clock()))
+    run.session.confirm(force, "Forget this rolling restart (nothing is restarted or resumed)?")
+    record.write(None)
+    run.say("rolling restart forgotten; if the cluster is still paused, `raftpg ctl resume` ends the pause")
+    return 0
+
+
+def _continued(run: Run, state: RunState, args: argparse.Namespace) -> None:
+    """A run in progress is continued only when its ctl looks gone (or with --take-over)."""
+    why = alive_refusal(state, run.record.clock(), args.take_over)
+    if why is not None and not args.dry_run:
+        raise CtlError(f"rolling restart refused: {why}")
+    if args.daemon != state.daemon:
+        run.say(f"continuing the run in progress as it began, {'with' if state.daemon else 'without'} --daemon",
+                "yellow")
+
+
 def cmd_rolling_restart(session: Session, args: argparse.Namespace) -> int:
     run = Run(session, args)
-    first = session.cluster()
-    path = Path(args.state_file) if args.state_file else default_state_path(first.scope)
-    state = load_state(path, first.scope)
+    if args.status:
+        return _show_status(run, args.format)
+    if args.abandon:
+        return _abandon(run, args.force)
+    record = run.record
+    state = record.read().state()
     resuming = state is not None
+    if state is not None:
+        _continued(run, state, args)
     cluster = _healthy_or_refuse(run, resuming)
+    record.remember(cluster)
     if state is None:
-        state = _new_state(session, cluster, args.daemon)
+        state = _new_state(session, cluster, args.daemon, _owner(), record.clock())
     times = {m.name: start_time(session, m) for m in cluster.members}
-    daemons = {m.name: raftpg_started_quiet(session, m.name) for m in cluster.members} if args.daemon else None
-    heading = f"Rolling restart of cluster {cluster.scope}" + (" (continuing an interrupted run)" if resuming else "")
+    daemons = {m.name: raftpg_started_quiet(session, m.name) for m in cluster.members} if state.daemon else None
+    heading = f"Rolling restart of cluster {cluster.scope}"
+    if resuming:
+        heading += f" (continuing an interrupted run: {state.describe(record.clock())})"
     if not run.quiet or args.dry_run:
         session.print(render_grid(("Member", "Action", "Status"), _plan_rows(cluster, state, times, daemons), heading))
     if args.dry_run:
         return 0
-    what = "PostgreSQL and raftpg" if args.daemon else "PostgreSQL"
+    what = "PostgreSQL and raftpg" if state.daemon else "PostgreSQL"
     session.confirm(args.force, f"Pause cluster {cluster.scope} and restart every member's {what}?")
-    save_state(path, state)
+    record.write(state.taken_over(_owner(), record.clock()) if resuming else state)
+    try:
+        _drive(run, state, times)
+    except TakenOver:
+        raise
+    except (CtlError, KeyboardInterrupt) as exc:
+        record.release(str(exc) or type(exc).__name__)
+        raise
+    record.write(None)
+    _summary(run, args.format)
+    return 0
+
+
+def _drive(run: Run, state: RunState, times: dict[str, float | None]) -> None:
+    """The steps still to do, in order; each one re-checks what it finds."""
+    session = run.session
     old = state.old_primary
     replicas = [n for n in sorted(state.started) if n != old]
     switched = _leader_name(session) != old
-    to_do = not switched or any(not state.done(n, times.get(n)) for n in replicas)
+    to_do = not switched or any(not state.restarted(n, times.get(n)) for n in replicas)
     if to_do and not session.cluster().paused:
         run.step("cluster", "pause", functools.partial(set_pause, run, True))
     for name in replicas:
-        if state.done(name, times.get(name)):
+        if state.restarted(name, times.get(name)):
             run.skip(name, "restart PostgreSQL", "already restarted in this run")
         elif _member(session, name).is_leader:
             raise CtlError(f"{name} became the primary meanwhile (a failover?); the cluster stays paused")
         else:
             run.step(name, "restart PostgreSQL", functools.partial(restart_member, run, name, state.started[name]))
-        if args.daemon:
+        if state.daemon:
             _daemon_step(run, state, name)
     if switched:
         run.skip(old, "switchover", f"{_leader_name(session)} is already the primary")
-        if args.daemon and not state.daemon_done(old, raftpg_started_quiet(session, old)):
+        if state.daemon and not state.daemon_done(old, raftpg_started_quiet(session, old)):
             run.say(f"{old}: its raftpg was not restarted (the primary moved before): restart it under "
                     "`raftpg ctl pause` (systemctl restart raftpg)", "yellow")
     else:
-        if args.daemon:
+        if state.daemon:
             _daemon_step(run, state, old)
         _switchover_step(run, state)
     if session.cluster().paused:
         run.step("cluster", "resume", functools.partial(set_pause, run, False))
-    if state.done(old, start_time(session, _member(session, old))):
+    if state.restarted(old, start_time(session, _member(session, old))):
         run.skip(old, "start again as a replica", "already restarted in this run")
     else:
         _old_primary_step(run, state)
-    path.unlink(missing_ok=True)
-    _summary(run, args.format)
-    return 0
 
 
 def _summary(run: Run, fmt: str) -> None:
@@ -357,11 +434,15 @@ def register(verbs: Any, verb: Callable[[Any, str, Any, str], argparse.ArgumentP
                         "primary's keeps its lease; needs a supervisor that starts raftpg again (systemd unit)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--take-over", action="store_true",
+                   help="continue a run in progress even though its ctl still seems to drive it (its "
+                        "heartbeat in the record is recent); that ctl stops at its next step")
+    p.add_argument("--status", action="store_true", help="show the run in progress, if any, and change nothing")
+    p.add_argument("--abandon", action="store_true",
+                   help="forget the run in progress without finishing it (nothing is restarted or resumed)")
     p.add_argument("-f", "--format", choices=("pretty", "json"), default="pretty",
                    help="pretty (progress and a table) or json (progress on stderr, summary on stdout)")
     p.add_argument("--max-lag", type=int, default=DEFAULT_MAX_LAG, metavar="BYTES",
                    help=f"refuse to start while a replica lags more than this (default {DEFAULT_MAX_LAG})")
-    p.add_argument("--state-file", metavar="FILE",
-                   help="where an interrupted run is remembered (default ~/.local/state/raftpg/)")
     p.add_argument("--wait-timeout", type=float, default=180.0, metavar="SECONDS",
                    help="how long each step may take (default 180)")

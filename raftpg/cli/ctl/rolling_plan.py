@@ -1,25 +1,28 @@
 """The pure half of `raftpg ctl rolling-restart`: when to refuse, which replica takes over, and the
-run's resumable state.
+run's record kept in Raft (GET/PUT /operations/rolling_restart).
 
 A member counts as restarted when its postmaster start time differs from the one recorded when
 the run began: each member is compared with its own clock, so clock skew between hosts and
-between ctl and the cluster cannot mark a member done (or not done) by mistake.
+between ctl and the cluster cannot mark a member done (or not done) by mistake. Only the
+heartbeat, which says whether another ctl still drives the run, compares two ctl hosts' clocks.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from raftpg.cli.ctl.model import ClusterView, MemberView
 
 STANDBY_ROLES = ("sync_standby", "quorum_standby")
-STATE_VERSION = 1
+RECORD_VERSION = 1
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between the driving ctl's heartbeats while it waits for a step."""
+STALE_AFTER = 30.0
+"""A run whose heartbeat is older than this is taken over without --take-over (its ctl died)."""
 
 
 def _empty() -> Mapping[str, float]:
@@ -27,71 +30,121 @@ def _empty() -> Mapping[str, float]:
 
 
 @dataclass(frozen=True)
-class RunState:
-    """What an interrupted run needs to continue: the primary it started from and every member's
-    postmaster start time (Unix seconds, the member's own clock) before anything was restarted."""
+class Owner:
+    """The ctl process driving the run, for the operator to find it."""
 
-    scope: str
+    host: str
+    pid: int
+
+    def __str__(self) -> str:
+        return f"{self.host} (pid {self.pid})"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """The run's plan and progress: the primary it started from, every member's postmaster start
+    time (Unix seconds, the member's own clock) before anything was restarted, and who drives it."""
+
     old_primary: str
     started: Mapping[str, float] = field(default_factory=_empty)
     daemons: Mapping[str, float] = field(default_factory=_empty)
     """With --daemon: each member's raftpg process start time (its /patroni raftpg.started_at)."""
+    owner: Owner = Owner("unknown", 0)
+    began_at: float = 0.0
+    """Unix time (the first owner's clock) the run began."""
+    heartbeat_at: float = 0.0
+    """Unix time (the current owner's clock) it last said it is alive."""
+    step: str = ""
+    """What the owner is doing now ("" between steps)."""
+    done: tuple[str, ...] = ()
+    """Steps finished, "member: action", in order: what the run shows, not what it decides on."""
+    halted: str = ""
+    """Why the last ctl stopped driving it (an error, ^C); "" while one drives it."""
 
-    def done(self, name: str, start_time: float | None) -> bool:
+    @property
+    def daemon(self) -> bool:
+        return bool(self.daemons)
+
+    def restarted(self, name: str, start_time: float | None) -> bool:
         return _changed(self.started.get(name), start_time)
 
     def daemon_done(self, name: str, started_at: float | None) -> bool:
         return _changed(self.daemons.get(name), started_at)
 
-    def to_json(self) -> str:
-        return json.dumps({"version": STATE_VERSION, "scope": self.scope, "old_primary": self.old_primary,
-                           "started": dict(self.started), "daemons": dict(self.daemons)}, indent=2, sort_keys=True)
+    def beat(self, now: float, step: str | None = None) -> RunState:
+        return replace(self, heartbeat_at=now, step=self.step if step is None else step)
+
+    def finished(self, what: str, now: float) -> RunState:
+        return replace(self, heartbeat_at=now, step="", done=(*self.done, what))
+
+    def taken_over(self, owner: Owner, now: float) -> RunState:
+        return replace(self, owner=owner, heartbeat_at=now, halted="")
+
+    def halt(self, why: str) -> RunState:
+        return replace(self, step="", halted=why)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"version": RECORD_VERSION, "old_primary": self.old_primary, "started": dict(self.started),
+                "daemons": dict(self.daemons), "owner": {"host": self.owner.host, "pid": self.owner.pid},
+                "began_at": self.began_at, "heartbeat_at": self.heartbeat_at, "step": self.step,
+                "done": list(self.done), "halted": self.halted}
 
     @staticmethod
-    def from_json(text: str) -> RunState | None:
-        """None for anything that is not a state this version wrote (it is then ignored)."""
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(doc, dict) or doc.get("version") != STATE_VERSION:
-            return None
-        started, daemons = doc.get("started"), doc.get("daemons", {})
-        if not isinstance(started, dict) or not isinstance(daemons, dict) or not isinstance(doc.get("scope"), str) \
-                or not isinstance(doc.get("old_primary"), str):
+    def from_record(doc: Mapping[str, Any]) -> RunState | None:
+        """None for anything this version did not write."""
+        if doc.get("version") != RECORD_VERSION:
             return None
         try:
-            times = {str(k): float(v) for k, v in started.items()}
-            daemon_times = {str(k): float(v) for k, v in daemons.items()}
-        except (TypeError, ValueError):
+            owner = doc["owner"]
+            return RunState(
+                old_primary=_text(doc["old_primary"]),
+                started=MappingProxyType({str(k): _seconds(v) for k, v in doc["started"].items()}),
+                daemons=MappingProxyType({str(k): _seconds(v) for k, v in doc["daemons"].items()}),
+                owner=Owner(_text(owner["host"]), int(owner["pid"])),
+                began_at=_seconds(doc["began_at"]),
+                heartbeat_at=_seconds(doc["heartbeat_at"]),
+                step=_text(doc["step"]),
+                done=tuple(_text(s) for s in doc["done"]),
+                halted=_text(doc["halted"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
-        return RunState(doc["scope"], doc["old_primary"], MappingProxyType(times), MappingProxyType(daemon_times))
+
+    def describe(self, now: float) -> str:
+        """One line for the operator: who drives it, since when, doing what."""
+        doing = self.step or (f"last done: {self.done[-1]}" if self.done else "starting")
+        if self.halted:
+            return f"rolling restart started {_clock(self.began_at)}, stopped by {self.owner}: {self.halted}"
+        return (f"rolling restart started {_clock(self.began_at)} by {self.owner}; {doing}; "
+                f"last heartbeat {max(0.0, now - self.heartbeat_at):.0f}s ago")
+
+
+def alive_refusal(state: RunState, now: float, take_over: bool) -> str | None:
+    """Why this ctl must not continue the run: its owner still beats (unless --take-over)."""
+    if take_over or state.halted or now - state.heartbeat_at >= STALE_AFTER:
+        return None
+    return (f"another ctl is driving this run: {state.describe(now)}. Wait for it, or if it is gone "
+            f"(killed, lost session), wait {STALE_AFTER:.0f}s after its last heartbeat or pass --take-over")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected seconds, got {value!r}")
+    return float(value)
+
+
+def _clock(unix: float) -> str:
+    return datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _changed(before: float | None, now: float | None) -> bool:
     return before is not None and now is not None and now != before
-
-
-def default_state_path(scope: str) -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "raftpg" / f"rolling-restart-{scope}.json"
-
-
-def load_state(path: Path, scope: str) -> RunState | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    state = RunState.from_json(text)
-    return state if state is not None and state.scope == scope else None
-
-
-def save_state(path: Path, state: RunState) -> None:
-    """Write-then-rename: an interruption leaves the old state or the new one, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.to_json(), encoding="utf-8")
-    tmp.replace(path)
 
 
 def _lag(member: MemberView) -> int | None:

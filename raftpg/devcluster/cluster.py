@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from psycopg.conninfo import make_conninfo
 
 from raftpg.cli.certs import CA_CERT_FILE, write_ca, write_node_cert
 from raftpg.cli.self_exec import independent_environment, raftpg_command
@@ -439,17 +440,18 @@ class LocalCluster:
 
     def dsn(self, name: str, dbname: str = "postgres") -> str:
         node = self.nodes[name]
-        return (f"host={node.host} port={node.ports.pg} user=postgres password=postgres-secret "
-                f"dbname={dbname} connect_timeout=2{self._client_options()}")
+        return make_conninfo(self._client_options(), host=node.host, port=node.ports.pg, user="postgres",
+                             password="postgres-secret", dbname=dbname, connect_timeout=2)
 
     def dsn_any_primary(self) -> str:
         hosts = ",".join(n.host for n in self.nodes.values())
         ports = ",".join(str(n.ports.pg) for n in self.nodes.values())
-        return (f"host={hosts} port={ports} user=postgres password=postgres-secret dbname=postgres "
-                f"connect_timeout=2 target_session_attrs=read-write{self._client_options()}")
+        return make_conninfo(self._client_options(), host=hosts, port=ports, user="postgres",
+                             password="postgres-secret", dbname="postgres", connect_timeout=2,
+                             target_session_attrs="read-write")
 
     def _client_options(self) -> str:
-        return "" if self.network is None else " " + self.network.client_options
+        return "" if self.network is None else self.network.client_options
 
     def pids(self) -> Iterator[tuple[str, int]]:
         for node in self.nodes.values():

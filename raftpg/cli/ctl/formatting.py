@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from psycopg.conninfo import make_conninfo
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -253,17 +254,4 @@ def version_line(name: str, status: Mapping[str, Any]) -> str:
 
 def dsn(member: MemberView, user: str | None = None) -> str:
     """A libpq conninfo for the member: host, port and (when known) user; never a password."""
-    parts = []
-    if member.host is not None:
-        parts.append(f"host={_conninfo_value(member.host)}")
-    if member.port is not None:
-        parts.append(f"port={member.port}")
-    if user:
-        parts.append(f"user={_conninfo_value(user)}")
-    return " ".join(parts)
-
-
-def _conninfo_value(value: str) -> str:
-    if value and not any(ch.isspace() or ch in "'\\" for ch in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return make_conninfo(host=member.host, port=member.port, user=user or None)

@@ -107,11 +107,7 @@ async def _run(settings: Settings, started_at: float) -> int:
         # collector's reach, a full collection under API load pauses the loop ~30 ms instead of ~55.
         gc.freeze()
         sdnotify.notify(f"READY=1\nSTATUS=HA loop running (member {settings.name}, scope {settings.scope})")
-        stop_task = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({ha_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if ha_task in done:
-            stop_task.cancel()
-            ha_task.result()
+        if not await exit_.wait(ha_task):
             return 1
         logger.info("stopping: handing over if we are the primary")
         sdnotify.notify("STOPPING=1\nSTATUS=stopping: handing over if primary")

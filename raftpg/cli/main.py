@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from raftpg import __version__
 from raftpg.cli import config_cmd, systemd_unit
-from raftpg.config import ConfigError, Settings, load_settings, sample_config
+from raftpg.config import ConfigError, Settings, WitnessSettings, load_member_settings, sample_config
 
 FENCE_COMMAND = "fence"
 
@@ -23,6 +23,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = _load_or_explain(args.config)
     if settings is None:
         return 2
+    if isinstance(settings, WitnessSettings):
+        return _run_witness(settings, args)
     if args.recover_quorum:
         if not args.force:
             print("--recover-quorum makes this node a Raft cluster of one, keeping its copy of the state.\n"
@@ -37,6 +39,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "run `raftpg rejoin` on each returning member, restart this node with its normal "
             "configuration, then start them")
     return asyncio.run(run_daemon(settings))
+
+
+def _run_witness(settings: WitnessSettings, args: argparse.Namespace) -> int:
+    from raftpg.cli.logs import setup_logging
+    from raftpg.cli.witness import run_witness
+
+    if args.recover_quorum:
+        print("--recover-quorum restarts the cluster from a database member's state; a witness has no "
+              "PostgreSQL to carry on with (README 'Losing quorum')", file=sys.stderr)
+        return 2
+    setup_logging(settings.log, settings.name)
+    return asyncio.run(run_witness(settings))
 
 
 def _cmd_rejoin(args: argparse.Namespace) -> int:
@@ -67,11 +81,12 @@ def _cmd_rejoin(args: argparse.Namespace) -> int:
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.file)
+        settings = load_member_settings(args.file)
     except ConfigError as exc:
         _print_problems(args.file, exc)
         return 1
-    print(f"{args.file}: valid (scope {settings.scope}, member {settings.name})")
+    kind = "witness member" if isinstance(settings, WitnessSettings) else "member"
+    print(f"{args.file}: valid (scope {settings.scope}, {kind} {settings.name})")
     return 0
 
 
@@ -85,9 +100,9 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_or_explain(path: str) -> Settings | None:
+def _load_or_explain(path: str) -> Settings | WitnessSettings | None:
     try:
-        return load_settings(path)
+        return load_member_settings(path)
     except ConfigError as exc:
         _print_problems(path, exc)
         return None

@@ -90,6 +90,16 @@ class Exit:
         self.code = EX_TEMPFAIL
         self.stop.set()
 
+    async def wait(self, task: asyncio.Task[None]) -> bool:
+        """Until the process is told to stop (True) or `task` ends first (False; its exception is raised)."""
+        stop_task = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait({task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stop_task.cancel()
+            task.result()
+            return False
+        return True
+
     def handle_signals(self, on_sighup: Callable[[], None]) -> None:
         """SIGTERM/SIGINT stop the process; SIGHUP is the member's reload (it must never kill it)."""
         loop = asyncio.get_running_loop()

@@ -44,6 +44,10 @@ NFT_KINDS = (RAFT_PARTITION, REPLICATION_PARTITION)
 PROGRAM_POLL = 0.005
 
 
+RULE_5_HOLDS = ("not in the synchronous set", "synchronous members needed")
+"""How a member's last decision says the synchronous-set rule keeps it out of the race (candidates.py)."""
+
+
 class NotRecovered(Exception):
     """The cluster did not get back to a writable primary / every member streaming in time."""
 
@@ -227,12 +231,48 @@ class Chaos:
     def replication_partition(self, primary: str) -> Injected:
         return self._port_partition(primary, faults.pg_ports(self.cluster), "PostgreSQL traffic to members")
 
+    def _failover_from(self, killed: str) -> bool:
+        """Wait for another member to take over from the killed primary. The synchronous-set rule
+        (DESIGN rule 5) may forbid every survivor: when the killed node is the only member known to
+        hold every acknowledged write, they wait for it. Seen for 2 ttl in every survivor's last
+        decision (the others may be without data, re-cloning), that ends the wait (False); the caller
+        restarts the node, as systemd would."""
+        deadline = time.monotonic() + self.recovery_timeout
+        blocked_since: float | None = None
+        survivors = [name for name in self.cluster.nodes if name != killed]
+        while time.monotonic() < deadline:
+            leader = self.cluster.primary()
+            if leader is not None and leader != killed:
+                return True
+            decisions = [self._last_decision(name) for name in survivors]
+            held = [any(reason in d for reason in RULE_5_HOLDS) for d in decisions]
+            if any(held) and all(h or "no data directory" in d for h, d in zip(held, decisions, strict=True)):
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > 2 * self.ttl:
+                    logger.warning("no failover from %s: %s", killed, "; ".join(decisions))
+                    return False
+            else:
+                blocked_since = None
+            time.sleep(0.2)
+        raise NotRecovered(f"no member other than {killed} became primary within {self.recovery_timeout:g}s")
+
+    def _last_decision(self, name: str) -> str:
+        status, body = self.cluster.api_get(name, "/patroni", timeout=1.0)
+        if status != 200 or not isinstance(body, dict):
+            return ""
+        return str((body.get("raftpg") or {}).get("last_decision") or "")
+
     def _kill_during(self, primary: str, program: str, lose_data: bool) -> Injected:
         """Kill the primary, let another member take over, restart it (with its data directory lost if
         asked) and kill it again the moment its rejoin runs `program`."""
         node = self.cluster.nodes[primary]
         self.cluster.kill_node(primary)
-        self.primary(exclude=primary)
+        if not self._failover_from(primary):
+            self.cluster.start_node(primary)
+            self.primary()
+            return Injected(f"{primary} killed; no other member took over: rule 5 held the race for {primary}, the "
+                            "only member known to hold every acknowledged write (the others were still "
+                            "rejoining); restarted, no rejoin to interrupt", time.monotonic())
         self.writable()  # the new timeline has writes the old primary lacks
         if lose_data:
             shutil.rmtree(node.data_dir)

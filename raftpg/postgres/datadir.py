@@ -89,6 +89,20 @@ def processes_in(data_dir: Path) -> list[int]:
     return sorted(found)
 
 
+def programs_writing(data_dir: Path, program: str) -> list[int]:
+    """Live processes of `program` (e.g. pg_basebackup) whose command line names data_dir: an
+    orphan a killed raftpg left behind, still writing there."""
+    target = str(data_dir).rstrip("/")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = process_cmdline(int(entry.name))
+        if argv and argv[0].endswith(program) and any(arg.rstrip("/") == target for arg in argv[1:]):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def move_aside(data_dir: Path, now: datetime | None = None) -> Path:
     """Rename data_dir to '<data_dir>.<UTC timestamp>.moved'; data is never deleted."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")

@@ -7,6 +7,7 @@ caller says standby=False. Every call is bounded by its timeout.
 """
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -63,11 +64,35 @@ class PostgresInstance:
             user=settings.superuser.username,
             password=settings.superuser.password or None,
         )
+        self._cloning = False
 
     # -- the data directory ------------------------------------------------------------------
 
     def data_dir_state(self) -> DataDirState:
+        if self.clone_marker.exists() and not self._cloning:
+            self._set_aside_interrupted_clone()
         return datadir.data_dir_state(self.data_dir)
+
+    @property
+    def clone_marker(self) -> Path:
+        """Next to the data directory while pg_basebackup fills it (raftpg may be killed meanwhile)."""
+        return self.data_dir.with_name(f"{self.data_dir.name}.cloning")
+
+    def _set_aside_interrupted_clone(self) -> None:
+        """A clone an earlier raftpg process began and never finished (it was killed): a partial copy
+        of the leader's data, which otherwise would block this member for good as 'neither empty
+        nor a PostgreSQL cluster'. Its orphaned pg_basebackup is stopped; the copy is moved aside (a
+        rename, never a deletion) so the next cycle clones again."""
+        for pid in datadir.programs_writing(self.data_dir, "pg_basebackup"):
+            logger.warning("stopping pg_basebackup %s left writing into %s by an earlier process", pid,
+                           self.data_dir)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if datadir.data_dir_state(self.data_dir) not in (DataDirState.MISSING, DataDirState.EMPTY):
+            moved = datadir.move_aside(self.data_dir)
+            logger.warning("an interrupted pg_basebackup left a partial copy: moved it to %s to clone again",
+                           moved)
+        self.clone_marker.unlink(missing_ok=True)
 
     def postmaster_pid(self) -> int | None:
         return datadir.postmaster_pid(self.data_dir)
@@ -159,6 +184,15 @@ class PostgresInstance:
         """Clone the data directory from source; the clone is marked standby at once."""
         state = self._require_empty("basebackup")
         self._make_data_dir()
+        self._cloning = True
+        self.clone_marker.touch()
+        try:
+            await self._basebackup(source, timeout, state, slot)
+        finally:
+            self.clone_marker.unlink(missing_ok=True)
+            self._cloning = False
+
+    async def _basebackup(self, source: Address, timeout: float, state: DataDirState, slot: str | None) -> None:
         repl = self.settings.replication
         conninfo = make_conninfo("", host=source.host, port=source.port, user=repl.username,
                                  application_name=self.member_name, connect_timeout=5)

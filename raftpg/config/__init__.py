@@ -1,5 +1,5 @@
-"""raftpg.config: YAML + environment read and validated into typed, immutable settings
-(model.py, dynamic.py for the cluster-wide part kept in Raft, reading.py, sample.py)."""
+"""raftpg.config: YAML + RAFTPG_* environment (reading.py) validated (validation.py, sections.py) into
+frozen settings (values.py, model.py; dynamic.py the cluster-wide part in Raft, witness.py, sample.py)."""
 
 from raftpg.config.dynamic import (
     ASYNC_START_TIMEOUT,

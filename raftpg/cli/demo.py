@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--synchronous-mode", default="quorum", choices=["off", "on", "quorum"],
                         help="synchronous replication mode of the demo cluster (default: quorum, safe)")
     parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for the cluster")
+    parser.add_argument("--witness", action="store_true",
+                        help="two PostgreSQL members and one witness (a Raft vote, no PostgreSQL) instead of three")
     parser.set_defaults(func=run_demo)
 
 
@@ -41,7 +43,9 @@ def run_demo(args: argparse.Namespace) -> int:
     base = args.dir or Path(tempfile.mkdtemp(prefix="raftpg-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
-    cluster = LocalCluster(base_dir=base, ttl=args.ttl, loop_wait=1, retry_timeout=max(1.0, args.ttl / 4),
+    witness = bool(args.witness)
+    cluster = LocalCluster(base_dir=base, size=2 if witness else 3, witnesses=1 if witness else 0, ttl=args.ttl,
+                           loop_wait=1, retry_timeout=max(1.0, args.ttl / 4),
                            synchronous_mode=args.synchronous_mode, tls=tls)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -54,7 +58,8 @@ def run_demo(args: argparse.Namespace) -> int:
         for column in ("Member", "Role", "PostgreSQL", "REST API", "Raft", "Config"):
             table.add_column(column)
         for name, node in cluster.nodes.items():
-            table.add_row(name, "primary" if name == primary else "replica", f"127.0.0.1:{node.ports.pg}",
+            role = "witness" if node.witness else "primary" if name == primary else "replica"
+            table.add_row(name, role, "-" if node.witness else f"127.0.0.1:{node.ports.pg}",
                           node.api_url, f"127.0.0.1:{node.ports.raft}", str(node.config_path))
         console.print(table)
         any_config = next(iter(cluster.nodes.values())).config_path
@@ -66,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if tls:
             console.print(f"\nThe REST APIs require client certificates from the demo CA ({cluster.ca_dir}); "
                           "ctl -c NODE.yml uses that node's certificate.")
-        console.print(f"\nLogs: {base}/node*/raftpg.log. Press Ctrl-C to stop everything.")
+        console.print(f"\nLogs: {base}/*/raftpg.log. Press Ctrl-C to stop everything.")
         stop.wait()
     except TimeoutError as exc:
         console.print(f"[red]the demo cluster did not come up: {exc}; logs are in {base}[/red]")

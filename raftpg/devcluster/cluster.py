@@ -66,6 +66,7 @@ class HostNetwork(Protocol):
 class LocalCluster:
     base_dir: Path
     size: int = 3
+    witnesses: int = 0  # witness members (witness1...) besides the `size` database members
     scope: str = "demo"
     ttl: float = 5
     loop_wait: float = 1
@@ -99,9 +100,9 @@ class LocalCluster:
     def _create_nodes(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
-        ports = free_ports(self.size * 3) if self.network is None else []
-        for i in range(self.size):
-            name = f"node{i + 1}"
+        ports = free_ports((self.size + self.witnesses) * 3) if self.network is None else []
+        for i in range(self.size + self.witnesses):
+            name = f"node{i + 1}" if i < self.size else f"witness{i + 1 - self.size}"
             node_dir = self.base_dir / name
             node_dir.mkdir(exist_ok=True)
             self._chown(node_dir)
@@ -118,6 +119,7 @@ class LocalCluster:
                 raft_dir=node_dir / "raft",
                 host=host,
                 tls=self.tls,
+                witness=i >= self.size,
             )
         for node in self.nodes.values():
             if self.tls:
@@ -140,11 +142,15 @@ class LocalCluster:
                     config_path=node_dir / "node.yml", log_path=node_dir / "raftpg.log",
                     data_dir=node_dir / "pgdata", raft_dir=node_dir / "raft", host="127.0.0.1", tls=self.tls)
         self.nodes[name] = node
-        self.size = len(self.nodes)
+        self.size = len(self.databases())
         if self.tls:
             self.issue_node_cert(name)
         self.write_config(node)
         return node
+
+    def databases(self) -> dict[str, Node]:
+        """The members that run PostgreSQL (every node but the witnesses)."""
+        return {name: node for name, node in self.nodes.items() if not node.witness}
 
     @staticmethod
     def raft_addr(node: Node) -> str:
@@ -219,6 +225,13 @@ class LocalCluster:
         return restapi
 
     def node_config(self, node: Node) -> dict[str, Any]:
+        config = self._database_config(node)
+        if node.witness:
+            del config["postgresql"], config["tags"], config["bootstrap"]["initdb"]
+            config["witness"] = True
+        return config
+
+    def _database_config(self, node: Node) -> dict[str, Any]:
         bin_dir = discover_bin_dir()
         return {
             "scope": self.scope,
@@ -393,7 +406,7 @@ class LocalCluster:
 
     def primaries(self) -> list[str]:
         """Members whose /primary says 200 right now."""
-        return [name for name in self.nodes if self.api_get(name, "/primary", timeout=1.0)[0] == 200]
+        return [name for name in self.databases() if self.api_get(name, "/primary", timeout=1.0)[0] == 200]
 
     def primary(self) -> str | None:
         found = self.primaries()
@@ -424,13 +437,14 @@ class LocalCluster:
                 raise RuntimeError(f"{name}'s raftpg exited with code {code}:\n{tail}")
 
     def wait_healthy(self, timeout: float) -> str:
-        """One primary and every other running node streaming from it."""
+        """One primary and every other running database member streaming from it (a witness has
+        nothing to stream)."""
         def probe() -> str | None:
             self.check_no_startup_failure()
             primary = self.primary()
             if primary is None:
                 return None
-            running = {n for n, node in self.nodes.items() if node.raftpg_pid() is not None and n != primary}
+            running = {n for n, node in self.databases().items() if node.raftpg_pid() is not None and n != primary}
             if not running <= self.streaming_replicas(primary):
                 return None
             replicas_ok = all(self.api_get(name, "/replica", timeout=1.0)[0] == 200 for name in running)
@@ -444,8 +458,8 @@ class LocalCluster:
                              password="postgres-secret", dbname=dbname, connect_timeout=2)
 
     def dsn_any_primary(self) -> str:
-        hosts = ",".join(n.host for n in self.nodes.values())
-        ports = ",".join(str(n.ports.pg) for n in self.nodes.values())
+        hosts = ",".join(n.host for n in self.databases().values())
+        ports = ",".join(str(n.ports.pg) for n in self.databases().values())
         return make_conninfo(self._client_options(), host=hosts, port=ports, user="postgres",
                              password="postgres-secret", dbname="postgres", connect_timeout=2,
                              target_session_attrs="read-write")

@@ -28,6 +28,7 @@ class Node:
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     tls: bool = False
+    witness: bool = False  # a Raft vote and a REST API, no PostgreSQL (its pg port stays unused)
 
     @property
     def api_url(self) -> str:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from raftpg.devcluster import LocalCluster, Node
-from raftpg.fence.kill import children_of, process_alive
+from raftpg.procfs import children_of, process_alive
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -8,9 +8,8 @@ backend left behind can still write WAL and acknowledge a commit. So the childre
 spawned, e.g. an archive_command). The postmaster is SIGSTOPped first so it can neither fork
 new children nor die and leave orphans we could no longer find by their parent.
 
-The fence process imports this, so it keeps to small modules (see protocol.py). The /proc readers
-live in raftpg.procfs; process_alive, process_cmdline and stat_fields are re-exported here only
-for postgres/instance.py and postgres/datadir.py, until those import raftpg.procfs.
+The fence process imports this, so it keeps to small modules (see protocol.py); the /proc readers
+it needs are raftpg.procfs.
 """
 
 import contextlib
@@ -18,10 +17,7 @@ import os
 import signal
 import time
 
-from raftpg.procfs import children_of
-from raftpg.procfs import process_alive as process_alive
-from raftpg.procfs import process_cmdline as process_cmdline
-from raftpg.procfs import stat_fields as stat_fields
+from raftpg.procfs import children_of, stat_fields
 
 _STOP_WAIT = 0.05
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftpg.fence.kill import process_alive
 from raftpg.poll import wait_for
+from raftpg.procfs import process_alive
 from tests.cluster.conftest import HEALTHY_TIMEOUT, make_cluster
 from tests.cluster.faults import FaultCluster as LocalCluster
 

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from raftpg.fence.kill import process_alive
 from raftpg.poll import wait_for
+from raftpg.procfs import process_alive
 from tests.cluster.conftest import scratch_dir
 from tests.cluster.faults import FaultCluster
 

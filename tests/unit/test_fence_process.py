@@ -16,8 +16,8 @@ import pytest
 
 from raftpg.clock import boottime
 from raftpg.fence.client import FenceClient
-from raftpg.fence.kill import process_alive
 from raftpg.poll import wait_until
+from raftpg.procfs import process_alive
 
 pytestmark = pytest.mark.timeout(60)
 

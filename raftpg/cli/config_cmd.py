@@ -22,7 +22,7 @@ from raftpg.cli.node_init import (
     split_peers,
     write_new,
 )
-from raftpg.config import ConfigError
+from raftpg.config import ConfigError, WitnessSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/raftpg/node.yml")
 
@@ -64,7 +64,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         scope=args.scope, name=args.name, self_host=args.self_host, peers=peers, secrets=secrets,
         data_dir=args.data_dir, raft_dir=args.raft_dir, bin_dir=args.bin_dir, socket_dir=args.socket_dir,
         raft_port=args.raft_port, api_port=args.api_port, pg_port=args.pg_port, ttl=args.ttl,
-        synchronous_mode=args.synchronous_mode,
+        synchronous_mode=args.synchronous_mode, witness=args.witness,
     )
     try:
         text, settings = render(init)
@@ -80,9 +80,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     except (FileExistsError, OSError) as exc:
         print(f"raftpg config init: {exc}", file=sys.stderr)
         return 1
+    if isinstance(settings, WitnessSettings):
+        database = "no PostgreSQL (witness: a Raft vote only)"
+    else:
+        database = f"PostgreSQL {settings.postgresql.connect_address} (data {settings.postgresql.data_dir})"
     print(f"wrote {output} for member {settings.name} of {settings.scope}: Raft {settings.raft.self_addr}, "
-          f"REST API {settings.restapi.connect_address}, PostgreSQL {settings.postgresql.connect_address} "
-          f"(data {settings.postgresql.data_dir})")
+          f"REST API {settings.restapi.connect_address}, {database}")
     if os.geteuid() == 0:
         print(f"it is owned by root: chown it to the database OS user, e.g. chown postgres: {output}",
               file=sys.stderr)
@@ -138,4 +141,7 @@ def register(config_sub: Any) -> None:
     init.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="leader lease in seconds (default 10)")
     init.add_argument("--synchronous-mode", choices=("off", "on", "quorum"), default="quorum",
                       help="replication mode (default quorum: failover loses no acknowledged write)")
+    init.add_argument("--witness", action="store_true",
+                      help="a witness member: a Raft vote and the REST API, no PostgreSQL (the PostgreSQL "
+                           "options are then ignored); use the same --ttl and --synchronous-mode as the others")
     init.set_defaults(func=cmd_init)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from raftpg.cli.cluster_secrets import ClusterSecrets
-from raftpg.config import Address, ConfigError, DynamicConfig, Settings, parse_settings
+from raftpg.config import Address, ConfigError, DynamicConfig, Settings, WitnessSettings, parse_member_settings
 
 DEFAULT_RAFT_PORT = 5010
 DEFAULT_API_PORT = 8008
@@ -48,6 +48,7 @@ class NodeInit:
     pg_port: int = DEFAULT_PG_PORT
     ttl: float = DEFAULT_TTL
     synchronous_mode: str = "quorum"
+    witness: bool = False  # a Raft vote and a REST API, no PostgreSQL: no postgresql section, no initdb
 
     def raft_address(self, text: str, key: str) -> str:
         """HOST or HOST:PORT (IPv6 as [addr] or [addr]:port) -> host:port with the Raft port as default."""
@@ -82,7 +83,7 @@ class NodeInit:
             postgresql["bin_dir"] = str(self.bin_dir)
         if self.socket_dir is not None:
             postgresql["socket_dir"] = str(self.socket_dir)
-        return {
+        document: dict[str, Any] = {
             "scope": self.scope,
             "name": self.name,
             "raft": {"self_addr": self_addr, "partner_addrs": partners, "data_dir": str(self.raft_dir),
@@ -95,20 +96,24 @@ class NodeInit:
             "postgresql": postgresql,
             "bootstrap": {"dcs": dcs, "initdb": ["data-checksums", {"encoding": "UTF8"}]},
         }
+        if self.witness:
+            del document["postgresql"], document["bootstrap"]["initdb"]
+            document = {"witness": True, **document}
+        return document
 
 
 def _auth(username: str, password: str) -> dict[str, str]:
     return {"username": username, "password": password}
 
 
-def render(init: NodeInit) -> tuple[str, Settings]:
+def render(init: NodeInit) -> tuple[str, Settings | WitnessSettings]:
     """The node.yml text and what the loader makes of it; ConfigError lists every problem."""
     try:
         document = init.document()
     except ValueError as exc:
         raise ConfigError([str(exc)]) from None
     # No environment overrides: the file must be valid on its own.
-    settings = parse_settings(document, env={})
+    settings = parse_member_settings(document, env={})
     return HEADER + yaml.safe_dump(document, sort_keys=False), settings
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from raftpg.cli.main import main
 from raftpg.config import (
     Address,
     ConfigError,
@@ -163,3 +164,27 @@ def test_load_member_settings_still_loads_a_database_member(tmp_path: Path) -> N
     path = tmp_path / "node.yml"
     path.write_text(yaml.safe_dump(data))
     assert isinstance(load_member_settings(path, env={}), Settings)
+
+
+def test_config_init_witness_writes_a_witness_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "secrets", "-o", str(tmp_path / "secrets.yml")]) == 0
+    output = tmp_path / "witness.yml"
+    assert main(["config", "init", "--scope", "prod", "--name", "witness1", "--self", "10.0.0.13",
+                 "--peers", "10.0.0.11,10.0.0.12", "--secrets", str(tmp_path / "secrets.yml"), "--ttl", "8",
+                 "-o", str(output), "--witness"]) == 0
+    assert "no PostgreSQL (witness" in capsys.readouterr().out
+    document = yaml.safe_load(output.read_text())
+    assert document["witness"] is True and "postgresql" not in document and "initdb" not in document["bootstrap"]
+    settings = load_member_settings(output, env={})
+    assert isinstance(settings, WitnessSettings)
+    assert settings.raft.partner_addrs == (Address("10.0.0.11", 5010), Address("10.0.0.12", 5010))
+    assert settings.bootstrap.dcs.ttl == 8 and settings.bootstrap.dcs.synchronous_mode == "quorum"
+    assert main(["config", "validate", str(output)]) == 0
+    assert "valid (scope prod, witness member witness1)" in capsys.readouterr().out
+
+
+def test_run_refuses_quorum_recovery_on_a_witness(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "witness.yml"
+    path.write_text(yaml.safe_dump(WITNESS))
+    assert main(["run", "-c", str(path), "--recover-quorum", "--force"]) == 2
+    assert "a witness has no PostgreSQL" in capsys.readouterr().err

@@ -3,6 +3,7 @@ database members' loaders tell a witness's file apart."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
+from raftpg.cli.ctl.session import open_session
 from raftpg.cli.main import main
 from raftpg.config import (
     Address,
+    Auth,
     ConfigError,
     Settings,
     WitnessSettings,
@@ -188,3 +191,14 @@ def test_run_refuses_quorum_recovery_on_a_witness(tmp_path: Path, capsys: pytest
     path.write_text(yaml.safe_dump(WITNESS))
     assert main(["run", "-c", str(path), "--recover-quorum", "--force"]) == 2
     assert "a witness has no PostgreSQL" in capsys.readouterr().err
+
+
+def test_ctl_can_use_a_witness_configuration(tmp_path: Path) -> None:
+    path = tmp_path / "witness.yml"
+    path.write_text(yaml.safe_dump(WITNESS))
+    args = argparse.Namespace(config=str(path), api=None, user=None, password=None, cafile=None, insecure=False,
+                              timeout=5.0)
+    session = open_session(args)
+    assert session.bases == ["http://10.0.0.13:8008"]
+    assert session.settings is None  # no PostgreSQL settings to take a superuser name from
+    assert session.client.http.auth == Auth("admin", "api-secret")

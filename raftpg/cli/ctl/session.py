@@ -29,7 +29,7 @@ from raftpg.cli.ctl.client import (
     join,
 )
 from raftpg.cli.ctl.model import ClusterView, ConnectionProblem, MemberView, group_problems, peer_problems
-from raftpg.config import Auth, ConfigError, Settings, load_settings
+from raftpg.config import Auth, ConfigError, Settings, WitnessSettings, load_member_settings
 from raftpg.http.client import TlsFiles
 from raftpg.http.problems import FailureKind
 
@@ -172,11 +172,13 @@ class Session:
 
 
 def open_session(args: argparse.Namespace) -> Session:
-    """Build the session from -c / --api / --user / --password / TLS options (no I/O yet)."""
-    settings = None
+    """Build the session from -c / --api / --user / --password / TLS options (no I/O yet). A
+    witness's configuration gives the REST API to talk to; commands that need PostgreSQL's
+    settings (the superuser's name) then need them as options."""
+    settings: Settings | WitnessSettings | None = None
     if getattr(args, "config", None):
         try:
-            settings = load_settings(args.config)
+            settings = load_member_settings(args.config)
         except ConfigError as exc:
             raise CtlError("\n  ".join([f"cannot use {args.config}:", *exc.problems])) from None
     bases = [normalize_url(u) for u in (getattr(args, "api", None) or [])]
@@ -194,10 +196,10 @@ def open_session(args: argparse.Namespace) -> Session:
         client = ApiClient(auth, timeout=args.timeout, tls=TlsFiles(cafile, certfile, keyfile, args.insecure))
     except (OSError, ValueError) as exc:
         raise CtlError(f"cannot set up TLS: {exc}") from None
-    return Session(client, bases, settings=settings)
+    return Session(client, bases, settings=settings if isinstance(settings, Settings) else None)
 
 
-def _auth(args: argparse.Namespace, settings: Settings | None) -> Auth | None:
+def _auth(args: argparse.Namespace, settings: Settings | WitnessSettings | None) -> Auth | None:
     configured = settings.restapi.authentication if settings is not None else None
     user = args.user or os.environ.get(USER_ENV) or (configured.username if configured else None)
     password = args.password or os.environ.get(PASSWORD_ENV)

@@ -34,18 +34,22 @@ def attach_cluster(base_dir: Path) -> LocalCluster:
         password=first["raft"]["password"], api_auth=(auth["username"], auth["password"]), tls=tls,
     )
     for path, doc in zip(configs, docs, strict=True):
+        witness = bool(doc.get("witness"))
+        postgresql = doc.get("postgresql") or {"listen": "127.0.0.1:0", "data_dir": str(path.parent / "pgdata")}
         cluster.nodes[doc["name"]] = Node(
             name=doc["name"],
             ports=NodePorts(raft=_port(doc["raft"]["self_addr"]), api=_port(doc["restapi"]["listen"]),
-                            pg=_port(doc["postgresql"]["listen"])),
+                            pg=_port(postgresql["listen"])),
             host=doc["restapi"]["connect_address"].rsplit(":", 1)[0],
             config_path=path,
             log_path=path.parent / "raftpg.log",
-            data_dir=Path(doc["postgresql"]["data_dir"]),
+            data_dir=Path(postgresql["data_dir"]),
             raft_dir=Path(doc["raft"]["data_dir"]),
             tls=tls,
+            witness=witness,
         )
-    cluster.size = len(cluster.nodes)
+    cluster.size = len(cluster.databases())
+    cluster.witnesses = len(cluster.nodes) - cluster.size
     return cluster
 
 

@@ -32,7 +32,10 @@ CTL_TIMEOUT = 240.0
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    yield from make_cluster(request, ttl=5, loop_wait=1, retry_timeout=2)
+    # ttl 10: with --daemon the primary's new raftpg must reclaim its lease before the fence fires
+    # (ttl - margin after the old one's last renewal); on a loaded 2-core machine starting a raftpg
+    # took 3.8 s, past the 4 s of ttl 5 with the polling around it.
+    yield from make_cluster(request, ttl=10, loop_wait=1, retry_timeout=2)
 
 
 def ctl_argv(cluster: LocalCluster, *args: str, via: str | None = None) -> list[str]:

@@ -724,3 +724,17 @@ def test_topology_follows_replicatefrom_and_survives_cycles() -> None:
         {"name": "b", "role": "replica", "tags": {"replicatefrom": "a"}},
     ]})
     assert sorted(m.name for _, m in topology_order(cyclic)) == ["a", "b"]
+
+
+async def test_rolling_restart_dry_run_of_a_stopped_run_shows_what_is_done_and_changes_nothing(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.paused = True
+    run = live_run(1893456000.0) | {"halted": "n3: not seen within 180s", "step": ""}
+    run["started"] = {"n1": 1893456000.0, "n2": 1.0, "n3": 1893456002.0}  # n2's postmaster is a new one
+    fake.operation = {"revision": 5, "record": run}
+    assert await run_ctl(fake, "rolling-restart", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "continuing an interrupted run" in out and "stopped by opshost (pid 4242): n3: not seen" in out
+    rows = [[c.strip() for c in line.split("|")[1:4]] for line in out.splitlines() if line.startswith("| n")]
+    assert ["n2", "restart PostgreSQL", "done"] in rows and ["n3", "restart PostgreSQL", "to do"] in rows
+    assert fake.requests("PUT", "operations/rolling_restart") == [] and fake.operation["revision"] == 5

@@ -112,9 +112,9 @@ class RunState:
 
     def describe(self, now: float) -> str:
         """One line for the operator: who drives it, since when, doing what."""
-        doing = self.step or (f"last done: {self.done[-1]}" if self.done else "starting")
         if self.halted:
             return f"rolling restart started {_clock(self.began_at)}, stopped by {self.owner}: {self.halted}"
+        doing = self.step or (f"last done: {self.done[-1]}" if self.done else "starting")
         return (f"rolling restart started {_clock(self.began_at)} by {self.owner}; {doing}; "
                 f"last heartbeat {max(0.0, now - self.heartbeat_at):.0f}s ago")
 

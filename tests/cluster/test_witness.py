@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,10 +66,11 @@ def test_two_databases_and_a_witness(cluster: FaultCluster) -> None:
     assert slots == [survivor]
 
     with SafetyChecker(cluster) as checker:
-        time.sleep(1)
+        wait_for(lambda: len(checker.writer.acked) > 20 or None, 20, "writes acknowledged before the kill")
         cluster.kill_node(old)
         new = cluster.wait_primary(cluster.ttl + 30, exclude=old)
-        time.sleep(1)
+        acked = len(checker.writer.acked)
+        wait_for(lambda: len(checker.writer.acked) > acked + 20 or None, 30, "writes acknowledged by the new primary")
         checker.verify()
     assert new == survivor
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from pysyncobj import FAIL_REASON, SyncObjException
 
 from raftpg.clock import boottime
 from raftpg.consensus import state as st
+from raftpg.consensus.commands import Commands, request_id
 from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
 from raftpg.consensus.leadership import TRANSFER_RETRY, leadership_target
 from raftpg.consensus.machine import Published, StateMachine, copy_state
@@ -59,18 +58,6 @@ _HAND_OFF_WAIT = 1.0  # at most this long, a stopping leader waits for its succe
 _Reply = tuple[Any, int]
 
 
-def _request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def _plain(value: Any, what: str) -> Any:
-    """JSON primitives only may enter the log (see state.py)."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must be plain JSON data: {e}") from e
-
-
 def _lease_of(published: Published) -> Lease:
     """Published state is never mutated (machine.py): read without copying, also from the tick thread."""
     lease = published.state["lease"]
@@ -91,7 +78,7 @@ def _settle(fut: asyncio.Future[_Reply], result: Any, error: int) -> None:
         fut.set_result((result, error))
 
 
-class RaftNode:
+class RaftNode(Commands):
     """One Raft replica of the cluster state. Single use: start() once, stop() once."""
 
     def __init__(
@@ -286,11 +273,11 @@ class RaftNode:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise NoQuorum(f"barrier: no no-op committed within {timeout:.1f}s")
-            request_id = _request_id()
-            proposed.append(request_id)
+            noop_id = request_id()
+            proposed.append(noop_id)
             try:
                 _, error = await asyncio.wait_for(
-                    self._propose(st.make_command("noop", request_id=request_id)), remaining
+                    self._propose(st.make_command("noop", request_id=noop_id)), remaining
                 )
             except TimeoutError:
                 continue
@@ -300,146 +287,6 @@ class RaftNode:
                 raise ConsensusError("Raft replica stopped")
             await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)
-
-    async def ensure_cluster(self, *, timeout: float) -> bool:
-        """Record this cluster's scope in the log; False if the log belongs to another scope."""
-        return await self._submit(st.make_command("ensure_cluster", scope=self._scope), timeout)
-
-    async def acquire_lease(
-        self,
-        name: str,
-        instance_id: str,
-        expected_version: int,
-        expected_revision: int,
-        ttl: float,
-        *,
-        bootstrapping: bool = False,
-        timeout: float,
-    ) -> bool:
-        command = st.make_command(
-            "acquire_lease",
-            name=name,
-            instance_id=instance_id,
-            expected_version=expected_version,
-            expected_revision=expected_revision,
-            ttl=float(ttl),
-            bootstrapping=bootstrapping,
-            request_id=_request_id(),
-            wall_time=time.time(),
-            inherit=True,
-        )
-        return await self._submit(command, timeout)
-
-    async def renew_lease(
-        self, name: str, instance_id: str, version: int, ttl: float, *, bootstrapping: bool = False,
-        timeout: float,
-    ) -> bool:
-        command = st.make_command(
-            "renew_lease",
-            name=name,
-            instance_id=instance_id,
-            version=version,
-            ttl=float(ttl),
-            request_id=_request_id(),
-            bootstrapping=bootstrapping,
-        )
-        return await self._submit(command, timeout)
-
-    async def release_lease(self, name: str, instance_id: str, version: int, *, timeout: float) -> bool:
-        command = st.make_command(
-            "release_lease", name=name, instance_id=instance_id, version=version, request_id=_request_id()
-        )
-        return await self._submit(command, timeout)
-
-    async def handover_lease(
-        self,
-        name: str,
-        instance_id: str,
-        version: int,
-        to_name: str,
-        to_instance_id: str,
-        lsn: int | None,
-        *,
-        timeout: float,
-    ) -> bool:
-        command = st.make_command(
-            "handover_lease",
-            name=name,
-            instance_id=instance_id,
-            version=version,
-            to_name=to_name,
-            to_instance_id=to_instance_id,
-            lsn=lsn,
-            request_id=_request_id(),
-            both_hold_all=True,
-        )
-        return await self._submit(command, timeout)
-
-    async def publish_member(self, name: str, record: Mapping[str, Any], *, timeout: float) -> None:
-        command = st.make_command("publish_member", name=name, record=_plain(dict(record), "member record"))
-        if not await self._submit(command, timeout):
-            raise ConsensusError(f"member record for {name!r} was rejected")
-
-    async def remove_member(self, name: str, *, timeout: float) -> None:
-        await self._submit(st.make_command("remove_member", name=name), timeout)
-
-    async def set_config(
-        self, config: Mapping[str, Any], expected_version: int | None, *, timeout: float
-    ) -> bool:
-        command = st.make_command(
-            "set_config", config=_plain(dict(config), "config"), expected_version=expected_version
-        )
-        return await self._submit(command, timeout)
-
-    async def set_operation(
-        self, name: str, record: Mapping[str, Any] | None, expected_revision: int, *, timeout: float
-    ) -> bool:
-        """Compare-and-set an operator operation's progress record (None ends it)."""
-        command = st.make_command(
-            "set_operation", name=name, record=None if record is None else _plain(dict(record), "operation record"),
-            expected_revision=expected_revision,
-        )
-        return await self._submit(command, timeout)
-
-    async def initialize(
-        self, name: str, instance_id: str, version: int, sysid: str, *, timeout: float
-    ) -> bool:
-        command = st.make_command(
-            "initialize", name=name, instance_id=instance_id, version=version, sysid=sysid
-        )
-        return await self._submit(command, timeout)
-
-    async def set_sync(
-        self, name: str, instance_id: str, version: int, sync: Mapping[str, Any], *, timeout: float
-    ) -> bool:
-        command = st.make_command(
-            "set_sync", name=name, instance_id=instance_id, version=version, sync=_plain(dict(sync), "sync")
-        )
-        return await self._submit(command, timeout)
-
-    async def append_history(
-        self, name: str, instance_id: str, version: int, entry: Mapping[str, Any], *, timeout: float
-    ) -> bool:
-        """The entry gets a request_id unless it has one, so a retry never appends twice."""
-        plain = _plain(dict(entry), "history entry")
-        plain.setdefault("request_id", _request_id())
-        command = st.make_command(
-            "append_history", name=name, instance_id=instance_id, version=version, entry=plain
-        )
-        return await self._submit(command, timeout)
-
-    async def set_failover(self, request: Mapping[str, Any] | None, *, timeout: float) -> bool:
-        """Set the pending failover/switchover request (None drops it). A request_id is added if
-        missing; clear_failover(request_id) later removes exactly this request."""
-        plain = None
-        if request is not None:
-            plain = _plain(dict(request), "failover request")
-            plain.setdefault("request_id", _request_id())
-        return await self._submit(st.make_command("set_failover", request=plain), timeout)
-
-    async def clear_failover(self, request_id: str, *, reason: str | None = None, timeout: float) -> bool:
-        """Drop that request (not a newer one); the reason tells the waiting API call why."""
-        return await self._submit(st.make_command("clear_failover", request_id=request_id, reason=reason), timeout)
 
     async def add_member_addr(self, addr: str, *, timeout: float) -> None:
         """Add a Raft voter (pysyncobj dynamic membership). One change at a time cluster-wide."""

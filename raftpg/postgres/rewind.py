@@ -38,7 +38,10 @@ class RewindResult:
     def own_wal_unreadable(self) -> bool:
         """It failed reading the target's (our) own WAL: a deterministic failure that retrying
         against the same source repeats (e.g. "record with incorrect prev-link" when two nodes
-        forked the same timeline ID at different points)."""
+        forked the same timeline ID at different points, or our own timeline's history file
+        missing from pg_wal — chaos seed 200: a node killed between a timeline switch and writing
+        its history file retried that rewind every 30 s until the end)."""
         return self.outcome is RewindOutcome.FAILED and re.search(
             r"could not (?:read WAL record|find previous WAL record)|incorrect prev-link|"
-            r"could not find common ancestor", self.output) is not None
+            r"could not find common ancestor|"
+            r'could not open file "[^"]*pg_wal/[0-9A-F]{8}\.history" for reading', self.output) is not None

@@ -42,6 +42,10 @@ def test_long_interval_grows_with_ttl() -> None:
          "at 0/4039AF8", True),
         ("pg_rewind: error: could not find previous WAL record at 0/3000100", True),
         ("pg_rewind: error: could not find common ancestor of the source and target cluster's timelines", True),
+        ('pg_rewind: error: could not open file "/var/lib/postgresql/15/main/pg_wal/00000018.history" for reading: '
+         "No such file or directory", True),
+        ('pg_rewind: error: could not open file "/var/lib/postgresql/15/main/base/1/1259" for reading: '
+         "Permission denied", False),
         ('pg_rewind: error: connection to server at "127.0.0.1", port 5433 failed: Connection refused', False),
         ("pg_rewind: error: source and target clusters are from different systems", False),
     ],

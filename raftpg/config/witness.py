@@ -26,7 +26,9 @@ from raftpg.config.sections import (
 from raftpg.config.validation import Invalid, Section, need
 
 WITNESS_KIND = "witness"
-"""The `kind` of a witness's member record in Raft; a record without `kind` is a database member's."""
+"""The `kind` of a witness's member record in Raft."""
+POSTGRES_KIND = "postgres"
+"""The `kind` of a database member's record; a record without `kind` (older releases) is one too."""
 
 WITNESS_ROLE = "witness"
 """The role a witness publishes and answers /patroni with."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from raftpg import __version__
 from raftpg.config import Settings
+from raftpg.config.witness import POSTGRES_KIND
 from raftpg.ha.core import needs_reinit
 from raftpg.ha.lease import fence_margin
 from raftpg.ha.memory import Memory, PgState
@@ -31,6 +32,7 @@ def member_record(settings: Settings, instance_id: str, local: LocalView, pg: Pg
                   reinit_cue: str | None) -> dict[str, Any]:
     """The record published in Raft (also the heartbeat, publishing.py)."""
     return {
+        "kind": POSTGRES_KIND,
         "instance_id": instance_id,
         "raft_addr": str(settings.raft.self_addr),
         "api_url": settings.restapi.url,

@@ -3,6 +3,7 @@ REST API and ctl still show it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,8 +16,12 @@ from raftpg.config.witness import WITNESS_TAGS
 from raftpg.consensus import Lease, Snapshot
 from raftpg.ha.actions import EnsureSlots
 from raftpg.ha.decide import decide
+from raftpg.ha.memory import PgState
+from raftpg.ha.records import member_record
 from raftpg.ha.status import NodeStatus
 from raftpg.ha.views import ClusterView
+from raftpg.postgres.status import PgStatus
+from tests.unit.api_fakes import make_settings
 from tests.unit.ha_views import NOW, holder
 
 pytestmark = pytest.mark.unit
@@ -78,3 +83,11 @@ def test_health_checks_on_a_witness(path: str, code: int) -> None:
 
 def test_a_witness_not_yet_running_is_not_healthy() -> None:
     assert not HEALTH_CHECKS["/health"](witness_probe(state="starting"))
+
+
+def test_a_database_members_record_says_postgres() -> None:
+    record = member_record(make_settings(), "i-node1", holder(), PgStatus(running=True), PgState.RUNNING, None)
+    assert record["kind"] == "postgres"
+    view = ClusterView.from_snapshot(replace(snapshot(), members={"node1": record, "witness1": WITNESS_RECORD}),
+                                     DynamicConfig(), NOW + 1)
+    assert set(view.members) == {"node1"}

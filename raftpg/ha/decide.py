@@ -131,6 +131,9 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
     actions.extend(RemoveMember(f"{name} has not been seen for more than member_slots_ttl "
                                 f"{cluster.config.member_slots_ttl:g}s: forgetting it and its slot", name)
                    for name in expired)
+    actions.extend(RemoveMember(f"witness {name} has not been seen for more than member_slots_ttl "
+                                f"{cluster.config.member_slots_ttl:g}s: forgetting its record", name)
+                   for name, age in sorted(cluster.witness_ages.items()) if age > cluster.config.member_slots_ttl)
     actions.extend(_slots(cluster, local, exclude=frozenset(expired)))
     if local.cannot_lead is not None:
         candidate = best_switchover_candidate(cluster, local.name, None)

@@ -152,6 +152,9 @@ class ClusterView:
     failover: FailoverRequest | None = None
     sync: SyncState = SyncState()
     peers: Mapping[str, PeerPosition] = field(default_factory=lambda: MappingProxyType({}))  # race only
+    # Seconds since each witness's record was applied here: only so that the primary forgets a
+    # witness gone for member_slots_ttl, as it forgets a database member.
+    witness_ages: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @staticmethod
     def from_snapshot(snap: Snapshot, config: DynamicConfig, now: float) -> ClusterView:
@@ -159,8 +162,8 @@ class ClusterView:
         Witness members (a Raft vote, no PostgreSQL) are left out: they are no replication peer,
         slot holder, race peer or candidate."""
         lease = snap.lease
+        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in snap.members}
         databases = {name: record for name, record in snap.members.items() if record.get("kind") != WITNESS_KIND}
-        ages = {name: now - snap.member_applied_at.get(name, 0.0) for name in databases}
         members = {
             name: MemberView.from_record(name, record, fresh=ages[name] < config.ttl, age=ages[name])
             for name, record in databases.items()
@@ -181,6 +184,7 @@ class ClusterView:
             config=config,
             failover=FailoverRequest.from_record(snap.failover) if snap.failover else None,
             sync=SyncState.from_record(snap.sync or {}),
+            witness_ages=MappingProxyType({name: ages[name] for name in snap.members if name not in databases}),
         )
 
     @property

@@ -14,7 +14,7 @@ from raftpg.api.health import HEALTH_CHECKS, Probe
 from raftpg.config import DynamicConfig
 from raftpg.config.witness import WITNESS_TAGS
 from raftpg.consensus import Lease, Snapshot
-from raftpg.ha.actions import EnsureSlots
+from raftpg.ha.actions import EnsureSlots, RemoveMember
 from raftpg.ha.decide import decide
 from raftpg.ha.memory import PgState
 from raftpg.ha.records import member_record
@@ -22,7 +22,7 @@ from raftpg.ha.status import NodeStatus
 from raftpg.ha.views import ClusterView
 from raftpg.postgres.status import PgStatus
 from tests.unit.api_fakes import make_settings
-from tests.unit.ha_views import NOW, holder
+from tests.unit.ha_views import NOW, holder, local
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +91,14 @@ def test_a_database_members_record_says_postgres() -> None:
     view = ClusterView.from_snapshot(replace(snapshot(), members={"node1": record, "witness1": WITNESS_RECORD}),
                                      DynamicConfig(), NOW + 1)
     assert set(view.members) == {"node1"}
+
+
+@pytest.mark.parametrize(("age", "forgotten"), [(10.0, False), (1801.0, True)])
+def test_the_primary_forgets_a_witness_gone_for_member_slots_ttl(age: float, forgotten: bool) -> None:
+    snap = replace(snapshot(), member_applied_at={"node1": NOW, "node2": NOW, "witness1": NOW - age})
+    view = ClusterView.from_snapshot(snap, DynamicConfig(), NOW + 1)
+    assert view.witness_ages["witness1"] == age + 1
+    removed = [a.name for a in decide(view, holder()) if isinstance(a, RemoveMember)]
+    assert removed == (["witness1"] if forgotten else [])
+    replica_view = decide(view, local())  # only the lease holder forgets members
+    assert not any(isinstance(a, RemoveMember) for a in replica_view)

@@ -11,6 +11,9 @@ import pytest
 from raftpg.api.backend import ClusterInfo
 from raftpg.api.documents import cluster_document
 from raftpg.api.health import HEALTH_CHECKS, Probe
+from raftpg.cli.ctl.model import ClusterView as CtlCluster
+from raftpg.cli.ctl.model import MemberView as CtlMember
+from raftpg.cli.ctl.rolling_plan import refusal, without_witnesses
 from raftpg.config import DynamicConfig
 from raftpg.config.witness import WITNESS_TAGS
 from raftpg.consensus import Lease, Snapshot
@@ -26,6 +29,7 @@ from tests.unit.ha_views import NOW, holder, local
 
 pytestmark = pytest.mark.unit
 
+WITNESS = "witness1"
 WITNESS_RECORD: dict[str, Any] = {
     "kind": "witness", "instance_id": "w1", "raft_addr": "10.0.0.13:5010", "api_url": "http://10.0.0.13:8008",
     "host": "10.0.0.13", "port": None, "role": "witness", "state": "running",
@@ -102,3 +106,15 @@ def test_the_primary_forgets_a_witness_gone_for_member_slots_ttl(age: float, for
     assert removed == (["witness1"] if forgotten else [])
     replica_view = decide(view, local())  # only the lease holder forgets members
     assert not any(isinstance(a, RemoveMember) for a in replica_view)
+
+
+def test_a_rolling_restart_leaves_the_witness_out() -> None:
+    def ctl_member(name: str, role: str) -> CtlMember:
+        return CtlMember(name=name, role=role, state="running", api_url=f"http://{name}:8008", replay_lag=0)
+
+    view = CtlCluster("prod", (ctl_member("node1", "leader"), ctl_member("node2", "quorum_standby"),
+                               ctl_member(WITNESS, "witness")))
+    assert "witness1 is not streaming" in (refusal(view, {"node2": True}, 100) or "")
+    databases = without_witnesses(view)
+    assert databases.names == ("node1", "node2")
+    assert refusal(databases, {"node2": True}, 100) is None

@@ -29,7 +29,14 @@ from raftpg.cli.ctl.client import CtlError, Unreachable
 from raftpg.cli.ctl.formatting import dump_json, render_grid
 from raftpg.cli.ctl.model import ClusterView, MemberView
 from raftpg.cli.ctl.rolling_daemon import daemon_times, raftpg_started, restart_daemon
-from raftpg.cli.ctl.rolling_plan import Owner, RunState, alive_refusal, refusal, switchover_candidate
+from raftpg.cli.ctl.rolling_plan import (
+    Owner,
+    RunState,
+    alive_refusal,
+    refusal,
+    switchover_candidate,
+    without_witnesses,
+)
 from raftpg.cli.ctl.rolling_record import RunRecord, TakenOver
 from raftpg.cli.ctl.session import Session
 from raftpg.poll import wait_until
@@ -212,8 +219,8 @@ def _healthy_or_refuse(run: Run, resuming: bool) -> ClusterView:
     session = run.session
     if resuming:
         run.wait("a primary", lambda: session.cluster().leader is not None)
-        return session.cluster()
-    cluster = session.cluster()
+        return without_witnesses(session.cluster())
+    cluster = without_witnesses(session.cluster())
     why = refusal(cluster, _streaming(session, cluster), run.max_lag)
     if why is not None:
         raise CtlError(f"rolling restart refused: {why}")

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from raftpg.cli.ctl.model import ClusterView, MemberView
+from raftpg.config.witness import WITNESS_ROLE
 
 STANDBY_ROLES = ("sync_standby", "quorum_standby")
 RECORD_VERSION = 1
@@ -150,6 +151,12 @@ def _changed(before: float | None, now: float | None) -> bool:
 def _lag(member: MemberView) -> int | None:
     lag = member.replay_lag if member.replay_lag is not None else member.receive_lag
     return lag if isinstance(lag, int) else None
+
+
+def without_witnesses(cluster: ClusterView) -> ClusterView:
+    """The members a rolling restart restarts: a witness runs no PostgreSQL (with --daemon, its
+    raftpg is left to the operator: `systemctl restart raftpg` there, as it holds no lease)."""
+    return replace(cluster, members=tuple(m for m in cluster.members if m.role != WITNESS_ROLE))
 
 
 def refusal(cluster: ClusterView, streaming: Mapping[str, bool], max_lag: int) -> str | None:

@@ -4,7 +4,8 @@ primary (issue 10.3 / 10.4).
 For the whole run, optionally under pgbench (--clients, through the read-write connection string):
 - every --probe-ms every member is asked `GET /primary` and `GET /patroni` at the same moment; a
   sample with two 200s is a primaries-at-once violation, one with none a no-primary sample; lease
-  version, holder, roles, timelines and postmaster start times are compared between samples;
+  version, holder, roles, timelines, postmaster start times and Raft terms are compared between
+  samples;
 - the lease holder's /patroni is read every --lease-probe-ms: its lease deadline (now +
   lease_time_left) moves once per committed renewal, so the deadlines give when each renewal was
   sent (deadline - ttl), the interval between renewals and the least time left before the fence
@@ -78,6 +79,7 @@ class MemberSample:
     lease_version: int | None
     lease_holder: str | None
     postmaster_start_time: str | None
+    raft_term: int | None
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -100,7 +102,7 @@ def _member_sample(api_url: str) -> MemberSample:
     own = doc.get("raftpg", {}) if code and isinstance(doc, dict) else {}
     doc = doc if isinstance(doc, dict) else {}
     return MemberSample(status, doc.get("role"), doc.get("timeline"), own.get("lease_version"),
-                        own.get("lease_holder"), doc.get("postmaster_start_time"))
+                        own.get("lease_holder"), doc.get("postmaster_start_time"), (own.get("raft") or {}).get("term"))
 
 
 @dataclass
@@ -114,6 +116,7 @@ class Events:
     demotions: list[dict[str, Any]] = field(default_factory=list)
     timeline_changes: list[dict[str, Any]] = field(default_factory=list)
     postgres_restarts: list[dict[str, Any]] = field(default_factory=list)
+    raft_term_changes: list[dict[str, Any]] = field(default_factory=list)  # Raft elections (any member)
     unanswered: int = 0  # member probes without any answer
 
 
@@ -160,6 +163,10 @@ class ClusterProbe(threading.Thread):
                                      "holder": sorted(h or "" for h in holders)})
         if len(holders) == 1:
             self.holder = next(iter(holders))
+        terms = [s.raft_term for s in found.values() if s.raft_term is not None]
+        previous_term = max((s.raft_term for s in self._last.values() if s.raft_term is not None), default=None)
+        if terms and previous_term is not None and max(terms) != previous_term:
+            ev.raft_term_changes.append({"t": at, "from": previous_term, "to": max(terms)})
         for name, now in found.items():
             before = self._last.get(name)
             if before is None or now.role is None:
@@ -215,12 +222,17 @@ class LeaseProbe(threading.Thread):
         self.join(timeout=10)
 
     def figures(self, ttl: float) -> dict[str, Any]:
-        """Intervals between renewals of one holder (deadline to deadline = sent to sent) and how long
-        after its sending each renewal was first seen (commit latency plus the probe period)."""
-        intervals = [b[1] - a[1] for a, b in zip(self.deadlines, self.deadlines[1:], strict=False) if a[0] == b[0]]
-        seen_after = [seen - (deadline - ttl) for _, deadline, seen in self.deadlines]
+        """Between two renewals of one holder: the interval (deadline to deadline = sent to sent),
+        how long after its sending the later one was first seen (commit latency, the status
+        refresh and up to one probe period), and the gap: from the earlier one's sending until the
+        later one was seen, the time /primary and the fence ran on the earlier one (it must stay
+        below ttl - fence margin)."""
+        pairs = [(a, b) for a, b in zip(self.deadlines, self.deadlines[1:], strict=False) if a[0] == b[0]]
+        intervals = [b[1] - a[1] for a, b in pairs]
+        seen_after = [b[2] - (b[1] - ttl) for _, b in pairs]
+        gaps = [b[2] - (a[1] - ttl) for a, b in pairs]
         return {"renewals": len(self.deadlines), "interval_s": _distribution(intervals),
-                "seen_after_sent_s": _distribution(seen_after),
+                "seen_after_sent_s": _distribution(seen_after), "gap_s": _distribution(gaps),
                 "least_time_left_s": self.least_left,
                 "least_margin_before_fence_s": None if self.least_left is None
                 else round(self.least_left - fence_margin(ttl), 3)}
@@ -413,6 +425,7 @@ def soak(settings: Settings, base: Path) -> dict[str, Any]:
             "fence_margin_s": fence_margin(settings.ttl), "elapsed_s": round(elapsed, 1),
             "samples": ev.samples, "lease_changes": len(ev.lease_changes), "demotions": len(ev.demotions),
             "timeline_changes": len(ev.timeline_changes), "postgres_restarts": len(ev.postgres_restarts),
+            "raft_term_changes": len(ev.raft_term_changes),
             "primaries_at_once": len(ev.primaries_at_once), "no_primary_samples": len(ev.no_primary),
             "unanswered_member_probes": ev.unanswered, "first_primary": primary, "final_primary": final,
             "renewal": lease.figures(settings.ttl),
@@ -422,6 +435,7 @@ def soak(settings: Settings, base: Path) -> dict[str, Any]:
             "pgbench": bench.figures() if bench else None,
             "events": {"lease_changes": ev.lease_changes, "demotions": ev.demotions,
                        "timeline_changes": ev.timeline_changes, "postgres_restarts": ev.postgres_restarts,
+                       "raft_term_changes": ev.raft_term_changes,
                        "primaries_at_once": ev.primaries_at_once[:50], "no_primary_at": ev.no_primary[:200]},
         }
     finally:
@@ -458,7 +472,7 @@ def main() -> None:
             else:
                 shutil.rmtree(base, ignore_errors=True)
     summary = {k: result[k] for k in ("lease_changes", "demotions", "primaries_at_once", "no_primary_samples",
-                                      "samples", "postgres_restarts")}
+                                      "samples", "postgres_restarts", "raft_term_changes")}
     print(json.dumps({"summary": summary, "renewal": result["renewal"], "writes": result["writes"],
                       "pgbench": result["pgbench"]}, indent=1))
     if args.out is not None:

@@ -43,7 +43,7 @@ class FaultCluster(LocalCluster):
 
     def __post_init__(self) -> None:
         if self.netns:
-            self.network = NetnsHosts(self.size)
+            self.network = NetnsHosts(self.size + self.witnesses)
         super().__post_init__()
 
     def kill_raftpg(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -192,7 +192,7 @@ class SafetyChecker:
             row = conn.execute("SELECT coalesce(max(id), 0) FROM acked").fetchone()
         first = int(row[0]) + 1 if row else 1
         self.writer = Writer(cluster.dsn_any_primary(), rate=rate, first_id=first)
-        self.probers = [Prober(cluster.dsn(name), node.ports.pg) for name, node in cluster.nodes.items()]
+        self.probers = [Prober(cluster.dsn(name), node.ports.pg) for name, node in cluster.databases().items()]
 
     def __enter__(self) -> SafetyChecker:
         self.writer.start()

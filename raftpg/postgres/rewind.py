@@ -39,9 +39,10 @@ class RewindResult:
         """It failed reading the target's (our) own WAL: a deterministic failure that retrying
         against the same source repeats (e.g. "record with incorrect prev-link" when two nodes
         forked the same timeline ID at different points, or our own timeline's history file
-        missing from pg_wal — chaos seed 200: a node killed between a timeline switch and writing
-        its history file retried that rewind every 30 s until the end)."""
+        missing from pg_wal, or the crash recovery pg_rewind runs first asked for a timeline that
+        forked before our own last checkpoint — chaos seed 200: each retried every 30 s until the
+        run gave up)."""
         return self.outcome is RewindOutcome.FAILED and re.search(
             r"could not (?:read WAL record|find previous WAL record)|incorrect prev-link|"
-            r"could not find common ancestor|"
+            r"could not find common ancestor|is not a child of this server's history|"
             r'could not open file "[^"]*pg_wal/[0-9A-F]{8}\.history" for reading', self.output) is not None

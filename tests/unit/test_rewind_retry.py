@@ -46,6 +46,9 @@ def test_long_interval_grows_with_ttl() -> None:
          "No such file or directory", True),
         ('pg_rewind: error: could not open file "/var/lib/postgresql/15/main/base/1/1259" for reading: '
          "Permission denied", False),
+        ("FATAL:  requested timeline 79 is not a child of this server's history\npg_rewind: error: postgres "
+         "single-user mode in target cluster failed", True),
+        ("pg_rewind: error: postgres single-user mode in target cluster failed", False),
         ('pg_rewind: error: connection to server at "127.0.0.1", port 5433 failed: Connection refused', False),
         ("pg_rewind: error: source and target clusters are from different systems", False),
     ],

@@ -9,7 +9,7 @@ cluster, and idle memory per node from dist/raftpg versus from this Python (a ve
   (the single file is a bootloader plus its Python child), then the same for a loopback cluster
   run from this Python by LocalCluster.
 
-Root only (namespaces, postgres). Usage: python3 benchmarks/dist.py [--clean] [--runs 20] [--settle 10]
+Root only (namespaces, postgres). Usage: python3 -m benchmarks.dist [--clean] [--runs 20] [--settle 10]
 Writes benchmarks/results/dist.json (or --output PATH).
 """
 

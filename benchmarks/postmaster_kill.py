@@ -9,8 +9,8 @@ A writer inserts rows through the read-write connection string as fast as it can
 a round is the longest time between two acknowledgements from the last one before the kill until
 every member streams again (a write in flight at the kill may be acknowledged just after it). At
 the end every acknowledged row must be on the primary (lost = 0). Prints the figures and writes
-them as JSON. It only uses the launcher API, so it can measure an older checkout too:
-`PYTHONPATH=/path/to/old/checkout python3 benchmarks/postmaster_kill.py --label before`.
+them as JSON. Run it from the repository root as `python3 -m benchmarks.postmaster_kill` (it uses
+the fault helpers in tests/cluster).
 
 Starts PostgreSQL clusters: run it under the shared lock (`flock /tmp/raftpg-cluster.lock ...`).
 """

@@ -18,7 +18,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 
 def test_postmaster_kill_one_round(tmp_path: Path) -> None:
     out = tmp_path / "postmaster_kill.json"
-    done = subprocess.run([sys.executable, "benchmarks/postmaster_kill.py", "--rounds", "1", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "benchmarks.postmaster_kill", "--rounds", "1", "--out", str(out)],
                           cwd=REPOSITORY, capture_output=True, text=True, timeout=200, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())

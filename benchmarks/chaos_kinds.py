@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from raftpg.poll import wait_for
+from raftpg.postgres.datadir import programs_writing
 from tests.cluster import faults
 from tests.cluster.faults import FaultCluster
 from tests.cluster.safety import SafetyChecker
@@ -283,9 +284,9 @@ class Chaos:
         polls = itertools.count()
 
         def running() -> bool:
-            pid = faults.find_program(program, node.data_dir)
-            if pid is not None:
-                found.append(pid)
+            pids = programs_writing(node.data_dir, program)
+            if pids:
+                found.append(pids[0])
                 return True
             if next(polls) % 50:  # the /proc scan is the fast path; ask the cluster now and then
                 return False

@@ -90,8 +90,8 @@ def processes_in(data_dir: Path) -> list[int]:
 
 
 def programs_writing(data_dir: Path, program: str) -> list[int]:
-    """Live processes of `program` (e.g. pg_basebackup) whose command line names data_dir: an
-    orphan a killed raftpg left behind, still writing there."""
+    """Live processes of `program` (pg_basebackup, pg_rewind) whose command line names data_dir,
+    e.g. an orphan a killed raftpg left behind, still writing there."""
     target = str(data_dir).rstrip("/")
     found = []
     for entry in Path("/proc").iterdir():

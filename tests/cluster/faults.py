@@ -1,8 +1,7 @@
 """Fault injection for cluster tests and the chaos runner: FaultCluster (a LocalCluster that kills
 one process of a node, and cuts a node off the network when its nodes run in network namespaces),
 freezing PostgreSQL, power loss, port-level partitions inside network namespaces (nftables), a full
-Raft file system (tmpfs), and spotting a rejoin's pg_rewind / pg_basebackup. Root only; every
-process touched is addressed by PID.
+Raft file system (tmpfs). Root only; every process touched is addressed by PID.
 """
 
 from __future__ import annotations
@@ -133,21 +132,6 @@ def system_identifier(dsn: str) -> int:
     if row is None:
         raise RuntimeError("pg_control_system() returned no row")
     return int(row[0])
-
-
-def find_program(program: str, data_dir: Path) -> int | None:
-    """PID of a running `program` (e.g. pg_rewind) whose command line names `data_dir`."""
-    wanted, directory = program.encode(), str(data_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(wanted) and any(arg.rstrip(b"/") == directory for arg in argv):
-            return int(entry.name)
-    return None
 
 
 def _run(argv: list[str], stdin: str | None = None) -> None:

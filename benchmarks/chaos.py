@@ -31,12 +31,15 @@ after that; "interrupted" when the next fault came first) and the longest gap be
 writes until the next fault. At the end: acknowledged writes lost and overlapping probes (two nodes
 acknowledging writes at once). Commits that PostgreSQL reported with a cancelled synchronous wait
 are counted apart ("unreplicated": never acknowledged as replicated) and reported, lost or not.
-With synchronous_mode off a loss is reported; with on or quorum any loss, overlap or changed system
-identifier exits 1. Not recovering within --recovery-timeout exits 2.
+Writes a primary acknowledged while it ran asynchronously (synchronous_standby_names empty: the
+documented non-strict fallback when no standby is left) are counted apart too: losing them is what
+`synchronous_mode_strict: false` allows, so they are reported, and a failure only with --strict.
+With synchronous_mode off a loss is reported; with on or quorum any other loss, an overlap or a
+changed system identifier exits 1. Not recovering within --recovery-timeout exits 2.
 
 Usage (from the repository root, as root):
   python3 -m benchmarks.chaos --faults 8 --synchronous-mode off --seed 1
-  python3 -m benchmarks.chaos --faults 200 --synchronous-mode quorum --ttl 5 --netns --json result.json
+  python3 -m benchmarks.chaos --faults 200 --synchronous-mode quorum --strict --ttl 5 --netns --json result.json
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ class KindStats:
 @dataclass(frozen=True)
 class Summary:
     synchronous_mode: str
+    strict: bool
     ttl: float
     seed: int
     overlapping: bool
@@ -112,6 +116,9 @@ class Summary:
     writes_acknowledged: int
     writes_lost: int | None  # None: the cluster could not be read at the end
     lost_ids: list[int]
+    writes_asynchronous: int  # acknowledged while the primary ran asynchronously
+    asynchronous_lost: int | None  # of those, gone; counted in writes_lost only with --strict
+    asynchronous_lost_ids: list[int]
     writes_unreplicated: int  # success reported with a cancelled synchronous wait
     unreplicated_lost: int | None
     probes_unreplicated: int
@@ -267,7 +274,7 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
     kinds = usable_kinds(args)
     cluster = FaultCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait,
                            retry_timeout=args.retry_timeout, synchronous_mode=args.synchronous_mode,
-                           netns=args.netns, scope="chaos")
+                           dcs_extra={"synchronous_mode_strict": args.strict}, netns=args.netns, scope="chaos")
     disks = faults.RaftDisks(cluster) if RAFT_DISK_FULL in kinds else None
     results: list[FaultResult] = []
     not_recovered = None
@@ -330,15 +337,19 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
             monitor.stop()
             checker.stop()
             count, examples = overlaps(checker.probers)
+            asynchronous = checker.writer.asynchronous
             try:
-                lost: list[int] | None = missing_writes(cluster.dsn_any_primary(), checker.writer)
+                missing = missing_writes(cluster.dsn_any_primary(), checker.writer)
+                lost: list[int] | None = [i for i in missing if args.strict or i not in asynchronous]
+                async_lost: list[int] | None = [i for i in missing if i in asynchronous]
                 unreplicated_lost: int | None = len(missing_unreplicated(cluster.dsn_any_primary(), checker.writer))
             except psycopg.Error as exc:
                 logger.error("could not read the acknowledged writes back: %s", exc)
-                lost, unreplicated_lost = None, None
+                lost, async_lost, unreplicated_lost = None, None, None
         return Summary(
-            args.synchronous_mode, args.ttl, args.seed, not args.wait_recovery, results, len(checker.writer.acked),
-            None if lost is None else len(lost), (lost or [])[:50], len(checker.writer.unreplicated),
+            args.synchronous_mode, args.strict, args.ttl, args.seed, not args.wait_recovery, results,
+            len(checker.writer.acked), None if lost is None else len(lost), (lost or [])[:50], len(asynchronous),
+            None if async_lost is None else len(async_lost), (async_lost or [])[:50], len(checker.writer.unreplicated),
             unreplicated_lost, sum(p.unreplicated for p in checker.probers), count, examples, not_recovered,
             kind_stats(results))
     finally:
@@ -360,7 +371,9 @@ def _figure(value: float | None) -> str:
 
 def report(summary: Summary) -> None:
     pacing = "overlapping (next fault 0..ttl after the node is back)" if summary.overlapping else "after recovery"
-    print(f"\nchaos: synchronous_mode {summary.synchronous_mode}, ttl {summary.ttl:g}, seed {summary.seed}, {pacing}")
+    strict = " (strict)" if summary.strict else ""
+    print(f"\nchaos: synchronous_mode {summary.synchronous_mode}{strict}, ttl {summary.ttl:g}, "
+          f"seed {summary.seed}, {pacing}")
     print(f"faults injected: {len(summary.faults)}")
     print(f"  {'kind':32} {'count':>5} {'recovered':>9} {'recovery med/max':>17} {'write gap med/max':>18}")
     for kind, stats in summary.by_kind.items():
@@ -374,6 +387,10 @@ def report(summary: Summary) -> None:
     print(f"writes acknowledged: {summary.writes_acknowledged}")
     lost_ids = f" {summary.lost_ids[:20]}" if summary.lost_ids else ""
     print(f"acknowledged writes lost: {summary.writes_lost}{lost_ids}")
+    async_ids = f" {summary.asynchronous_lost_ids[:20]}" if summary.asynchronous_lost_ids else ""
+    print(f"acknowledged while the primary ran asynchronously (non-strict fallback): {summary.writes_asynchronous}, "
+          f"of which gone: {summary.asynchronous_lost}{async_ids}"
+          + ("" if summary.strict else " (allowed by synchronous_mode_strict: false; reported, not failed)"))
     print(f"commits with a cancelled synchronous wait (not acknowledged): {summary.writes_unreplicated}, "
           f"of which gone: {summary.unreplicated_lost}; probes: {summary.probes_unreplicated}")
     print(f"overlapping probes: {summary.overlaps}" + (f" {summary.overlap_examples}" if summary.overlaps else ""))
@@ -389,6 +406,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, help="stop injecting after this long")
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed; default: random)")
     parser.add_argument("--synchronous-mode", choices=("off", "on", "quorum"), default="off")
+    parser.add_argument("--strict", action="store_true",
+                        help="synchronous_mode_strict: true (never fall back to asynchronous commits)")
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--loop-wait", type=float, default=1.0)
     parser.add_argument("--retry-timeout", type=float, default=None, help="default: 0.4 * ttl")

@@ -47,6 +47,9 @@ PROGRAM_POLL = 0.005
 
 RULE_5_HOLDS = ("not in the synchronous set", "synchronous members needed")
 """How a member's last decision says the synchronous-set rule keeps it out of the race (candidates.py)."""
+NO_CANDIDATE = ("no data directory", "cannot tell our own WAL position")
+"""How a member's last decision says it could not take over anyway (re-cloning, or its PostgreSQL not
+started far enough to report a WAL position)."""
 
 
 class NotRecovered(Exception):
@@ -235,9 +238,9 @@ class Chaos:
     def _failover_from(self, killed: str) -> bool:
         """Wait for another member to take over from the killed primary. The synchronous-set rule
         (DESIGN rule 5) may forbid every survivor: when the killed node is the only member known to
-        hold every acknowledged write, they wait for it. Seen for 2 ttl in every survivor's last
-        decision (the others may be without data, re-cloning), that ends the wait (False); the caller
-        restarts the node, as systemd would."""
+        hold every acknowledged write, they wait for it. Seen for 2 ttl in a survivor's last decision
+        while the others cannot take over either (re-cloning, or their PostgreSQL still starting),
+        that ends the wait (False); the caller restarts the node, as systemd would."""
         deadline = time.monotonic() + self.recovery_timeout
         blocked_since: float | None = None
         survivors = [name for name in self.cluster.nodes if name != killed]
@@ -247,7 +250,8 @@ class Chaos:
                 return True
             decisions = [self._last_decision(name) for name in survivors]
             held = [any(reason in d for reason in RULE_5_HOLDS) for d in decisions]
-            if any(held) and all(h or "no data directory" in d for h, d in zip(held, decisions, strict=True)):
+            if any(held) and all(h or any(reason in d for reason in NO_CANDIDATE)
+                                 for h, d in zip(held, decisions, strict=True)):
                 blocked_since = blocked_since or time.monotonic()
                 if time.monotonic() - blocked_since > 2 * self.ttl:
                     logger.warning("no failover from %s: %s", killed, "; ".join(decisions))

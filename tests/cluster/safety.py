@@ -10,6 +10,12 @@ request; not statement_timeout, which PostgreSQL disables before the commit) sti
 with only a WARNING: it committed locally but was never acknowledged as replicated. Writer and
 Prober watch the notices and count such commits apart ("unreplicated"): they are not acknowledged
 writes for the loss rule, nor acknowledged probes for the overlap rule.
+
+The Writer also notes the writes a primary acknowledged while it ran asynchronously
+(synchronous_standby_names empty, e.g. a non-strict fallback with no standby left): they are in
+`acked`, and their ids in `asynchronous`, so a caller can tell a documented non-strict loss from a
+broken guarantee. The setting is read by the INSERT itself; a reload between the statement and its
+commit could mislabel one write as synchronous, never the other way round.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class Writer(threading.Thread):
     first_id: int = 1
     acked: list[tuple[int, float, int]] = field(default_factory=list)  # id, ack time, server port
     unreplicated: list[tuple[int, float, int]] = field(default_factory=list)  # success with a cancelled sync wait
+    asynchronous: set[int] = field(default_factory=set)  # acked ids written with synchronous_standby_names = ''
     errors: int = 0
 
     def __post_init__(self) -> None:
@@ -81,9 +88,14 @@ class Writer(threading.Thread):
                 if conn is None:
                     conn, watch = watched_connect(self.dsn, 2, "3s")
                     port = conn.execute("SELECT inet_server_port()").fetchone()[0]  # type: ignore[index]
-                conn.execute("INSERT INTO acked (id, node) VALUES (%s, %s)", (next_id, port))
-                record = self.unreplicated if watch.take() else self.acked
-                record.append((next_id, time.monotonic(), port))
+                row = conn.execute("INSERT INTO acked (id, node) VALUES (%s, %s) "
+                                   "RETURNING current_setting('synchronous_standby_names')", (next_id, port)).fetchone()
+                if watch.take():
+                    self.unreplicated.append((next_id, time.monotonic(), port))
+                else:
+                    self.acked.append((next_id, time.monotonic(), port))
+                    if row is not None and row[0] == "":
+                        self.asynchronous.add(next_id)
                 next_id += 1
             except psycopg.Error:
                 self.errors += 1

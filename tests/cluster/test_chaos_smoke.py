@@ -1,6 +1,6 @@
 """A short run of the chaos benchmark (overlapping faults, quorum mode) through its own command
-line, so that the runner and its fault kinds cannot rot: four faults of four kinds, 0 acknowledged
-writes lost, no overlapping primaries, every fault recovered from."""
+line, so that the runner and its fault kinds cannot rot: four faults of four kinds in strict quorum
+mode, 0 acknowledged writes lost, no overlapping primaries, every fault recovered from."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ KINDS = ("kill_postmaster_then_node", "sigstop_primary_postgres", "kill_during_b
 def test_chaos_smoke_run(tmp_path: Path) -> None:
     result = tmp_path / "chaos.json"
     argv = [sys.executable, "-m", "benchmarks.chaos", "--faults", str(len(KINDS)), "--synchronous-mode", "quorum",
-            "--ttl", "5", "--seed", "4", "--faults-kinds", ",".join(KINDS), "--recovery-timeout", "60",
+            "--strict", "--ttl", "5", "--seed", "4", "--faults-kinds", ",".join(KINDS), "--recovery-timeout", "60",
             "--json", str(result)]
     log = tmp_path / "chaos.log"
     with log.open("wb") as output:
@@ -45,6 +45,8 @@ def test_chaos_smoke_run(tmp_path: Path) -> None:
     summary = json.loads(result.read_text())
     assert sorted(f["kind"] for f in summary["faults"]) == sorted(KINDS)
     assert summary["writes_acknowledged"] > 0
+    assert summary["strict"] is True
     assert summary["writes_lost"] == 0
+    assert summary["asynchronous_lost"] == 0
     assert summary["overlaps"] == 0
     assert summary["not_recovered"] is None

@@ -39,7 +39,8 @@ changed system identifier exits 1. Not recovering within --recovery-timeout exit
 
 Usage (from the repository root, as root):
   python3 -m benchmarks.chaos --faults 8 --synchronous-mode off --seed 1
-  python3 -m benchmarks.chaos --faults 200 --synchronous-mode quorum --strict --ttl 5 --netns --json result.json
+  python3 -m benchmarks.chaos --faults 208 --synchronous-mode quorum --strict --tls --ttl 5 --netns \
+      --json result.json
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class KindStats:
 class Summary:
     synchronous_mode: str
     strict: bool
+    tls: bool
     ttl: float
     seed: int
     overlapping: bool
@@ -274,7 +276,8 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
     kinds = usable_kinds(args)
     cluster = FaultCluster(base_dir=base, ttl=args.ttl, loop_wait=args.loop_wait,
                            retry_timeout=args.retry_timeout, synchronous_mode=args.synchronous_mode,
-                           dcs_extra={"synchronous_mode_strict": args.strict}, netns=args.netns, scope="chaos")
+                           dcs_extra={"synchronous_mode_strict": args.strict}, tls=args.tls, netns=args.netns,
+                           scope="chaos")
     disks = faults.RaftDisks(cluster) if RAFT_DISK_FULL in kinds else None
     results: list[FaultResult] = []
     not_recovered = None
@@ -347,7 +350,7 @@ def run(args: argparse.Namespace, base: Path) -> Summary:
                 logger.error("could not read the acknowledged writes back: %s", exc)
                 lost, async_lost, unreplicated_lost = None, None, None
         return Summary(
-            args.synchronous_mode, args.strict, args.ttl, args.seed, not args.wait_recovery, results,
+            args.synchronous_mode, args.strict, args.tls, args.ttl, args.seed, not args.wait_recovery, results,
             len(checker.writer.acked), None if lost is None else len(lost), (lost or [])[:50], len(asynchronous),
             None if async_lost is None else len(async_lost), (async_lost or [])[:50], len(checker.writer.unreplicated),
             unreplicated_lost, sum(p.unreplicated for p in checker.probers), count, examples, not_recovered,
@@ -371,7 +374,7 @@ def _figure(value: float | None) -> str:
 
 def report(summary: Summary) -> None:
     pacing = "overlapping (next fault 0..ttl after the node is back)" if summary.overlapping else "after recovery"
-    strict = " (strict)" if summary.strict else ""
+    strict = (" (strict)" if summary.strict else "") + (", REST API over TLS" if summary.tls else "")
     print(f"\nchaos: synchronous_mode {summary.synchronous_mode}{strict}, ttl {summary.ttl:g}, "
           f"seed {summary.seed}, {pacing}")
     print(f"faults injected: {len(summary.faults)}")
@@ -408,6 +411,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--synchronous-mode", choices=("off", "on", "quorum"), default="off")
     parser.add_argument("--strict", action="store_true",
                         help="synchronous_mode_strict: true (never fall back to asynchronous commits)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the REST API over TLS with client certificates required (README's recommended setup)")
     parser.add_argument("--ttl", type=float, default=5.0)
     parser.add_argument("--loop-wait", type=float, default=1.0)
     parser.add_argument("--retry-timeout", type=float, default=None, help="default: 0.4 * ttl")

@@ -14,6 +14,7 @@ from raftpg import __version__
 from raftpg.api.backend import ClusterInfo
 from raftpg.api.documents import lease_time_left
 from raftpg.api.health import leader_lsn
+from raftpg.config.witness import WITNESS_ROLE
 from raftpg.consensus.model import RaftStatus
 from raftpg.ha.status import NodeStatus
 from raftpg.http.problems import PeerProblem
@@ -70,8 +71,34 @@ class _Exposition:
 
 def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, now: float, wall_now: float,
                    peer_problems: Mapping[str, PeerProblem]) -> str:
+    """Every member's metrics; a witness (no PostgreSQL, never a lease holder, asks no peer) leaves
+    the database member's out rather than reporting zeros an alert on `postgres_running == 0`
+    would fire on."""
     out = _Exposition(status.scope, status.name)
     out.add("version", "raftpg version as MMmmpp (0.1.0 is 100).", _version_number(__version__))
+    witness = status.role == WITNESS_ROLE
+    out.add("witness", "1 if this member is a witness (a Raft vote, no PostgreSQL), 0 otherwise.", witness)
+    if not witness:
+        _database_metrics(out, status, cluster, now, peer_problems)
+    if status.updated_at > 0:
+        out.add("dcs_last_seen", "Unix time of the HA loop's last read of the cluster state.",
+                int(wall_now - (now - status.updated_at)))
+    out.add("status_age_seconds", "Seconds since the HA loop last refreshed this node's status.",
+            round(max(0.0, now - status.updated_at), 3))
+    out.add("cluster_unlocked", "1 if no member holds the lease, 0 otherwise.", status.lease_holder is None)
+    out.add("is_paused", "1 if automatic failover is paused, 0 otherwise.", status.paused)
+    out.add("lease_holder", "1 if the replicated state names this node as the lease holder, 0 otherwise.",
+            cluster.lease_holder == status.name)
+    out.add("lease_version", "Version of the lease (the fencing token), grows on every change.",
+            cluster.lease_version)
+    out.add("config_version", "Version of the dynamic configuration.", cluster.config_version)
+    _raft_metrics(out, raft)
+    return out.render()
+
+
+def _database_metrics(out: _Exposition, status: NodeStatus, cluster: ClusterInfo, now: float,
+                      peer_problems: Mapping[str, PeerProblem]) -> None:
+    """What only a member running PostgreSQL can report."""
     out.add("postgres_running", "1 if PostgreSQL is running, 0 otherwise.", status.pg_running)
     out.add("primary", "1 if this node is a writable primary holding its own lease, 0 otherwise.",
             status.is_writable_primary(now))
@@ -94,8 +121,6 @@ def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, n
             status.timeline if status.pg_running and status.timeline is not None else 0, "counter")
     out.add("postgres_server_version", "PostgreSQL version number (if running), 0 otherwise.",
             status.server_version if status.pg_running and status.server_version is not None else 0)
-    out.add("cluster_unlocked", "1 if no member holds the lease, 0 otherwise.", status.lease_holder is None)
-    out.add("is_paused", "1 if automatic failover is paused, 0 otherwise.", status.paused)
     out.add("pending_restart", "1 if PostgreSQL needs a restart to apply settings, 0 otherwise.",
             status.pending_restart)
     out.add("needs_reinit", "1 if this member cannot rejoin on its own and waits for `raftpg ctl reinit`, "
@@ -104,18 +129,11 @@ def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, n
                      "reason (a peer that is merely down is not listed).",
                      [({"peer": peer, "kind": problem.kind.value}, 1.0)
                       for peer, problem in sorted(peer_problems.items())])
-    if status.updated_at > 0:
-        out.add("dcs_last_seen", "Unix time of the HA loop's last read of the cluster state.",
-                int(wall_now - (now - status.updated_at)))
-    out.add("status_age_seconds", "Seconds since the HA loop last refreshed this node's status.",
-            round(max(0.0, now - status.updated_at), 3))
-    out.add("lease_holder", "1 if the replicated state names this node as the lease holder, 0 otherwise.",
-            cluster.lease_holder == status.name)
-    out.add("lease_version", "Version of the lease (the fencing token), grows on every change.",
-            cluster.lease_version)
     out.add("lease_time_left_seconds", "Seconds until this process's own lease deadline, 0 if it holds none.",
             lease_time_left(status, now) or 0)
-    out.add("config_version", "Version of the dynamic configuration.", cluster.config_version)
+
+
+def _raft_metrics(out: _Exposition, raft: RaftStatus) -> None:
     out.add("raft_term", "Current Raft term.", raft.term, "counter")
     out.add("raft_commit_index", "Raft commit index.", raft.commit_index, "counter")
     out.add("raft_last_applied", "Last Raft log index applied by this replica.", raft.last_applied, "counter")
@@ -126,4 +144,3 @@ def render_metrics(status: NodeStatus, cluster: ClusterInfo, raft: RaftStatus, n
     out.add("raft_journal_bytes", "Size of the Raft journal on disk in bytes.", raft.journal_bytes)
     out.add_labelled("raft_partner_connected", "1 if the Raft partner is connected, 0 otherwise.",
                      [({"addr": addr}, float(connected)) for addr, connected in sorted(raft.partners.items())])
-    return out.render()

@@ -504,6 +504,43 @@ async def test_metrics_of_a_lagging_replica() -> None:
     assert metrics["raftpg_lease_time_left_seconds"][0][1] == 0
 
 
+DATABASE_ONLY_METRICS = (
+    "raftpg_postgres_running", "raftpg_primary", "raftpg_replica", "raftpg_sync_standby", "raftpg_quorum_standby",
+    "raftpg_xlog_location", "raftpg_xlog_received_location", "raftpg_xlog_replayed_location",
+    "raftpg_replication_lag_bytes", "raftpg_postgres_streaming", "raftpg_postgres_timeline",
+    "raftpg_postgres_server_version", "raftpg_pending_restart", "raftpg_needs_reinit", "raftpg_peer_problem",
+    "raftpg_lease_time_left_seconds",
+)
+
+
+async def test_metrics_of_a_witness_say_so_and_leave_the_database_out() -> None:
+    """No zeros for PostgreSQL a witness never runs (an alert on postgres_running == 0 would fire);
+    the Raft and cluster-wide metrics stay, with HELP and TYPE like every other."""
+    witness = NodeStatus(name="witness1", scope="demo", role="witness", state="running", lease_holder="node1",
+                         lease_version=5, updated_at=NOW - 0.5)
+    backend = FakeBackend(witness)
+    backend.problems["node3"] = PeerProblem(FailureKind.TLS, "certificate verify failed", since=1.0)
+    async with api(backend) as client:
+        text = await (await client.get("/metrics")).text()
+    metrics = parse_exposition(text)
+    assert metrics["raftpg_witness"] == [('scope="demo",name="witness1"', 1)]
+    assert "# TYPE raftpg_witness gauge" in text and "# HELP raftpg_witness " in text
+    for name in DATABASE_ONLY_METRICS:
+        assert name not in text, name
+    assert metrics["raftpg_lease_holder"][0][1] == 0 and metrics["raftpg_cluster_unlocked"][0][1] == 0
+    assert metrics["raftpg_raft_has_quorum"][0][1] == 1 and metrics["raftpg_raft_term"][0][1] == 7
+    assert metrics["raftpg_status_age_seconds"][0][1] == pytest.approx(0.5)
+
+
+async def test_metrics_of_a_database_member_say_it_is_no_witness() -> None:
+    for status in (primary_status(), replica_status()):
+        async with api(FakeBackend(status)) as client:
+            metrics = parse_exposition(await (await client.get("/metrics")).text())
+        assert metrics["raftpg_witness"] == [('scope="demo",name="node1"', 0)]
+        assert all(name in metrics for name in DATABASE_ONLY_METRICS if name not in (
+            "raftpg_peer_problem", "raftpg_replication_lag_bytes")), sorted(metrics)
+
+
 async def test_raft_endpoint() -> None:
     async with api(FakeBackend()) as client:
         body = await (await client.get("/raft")).json()

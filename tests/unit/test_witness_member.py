@@ -157,4 +157,6 @@ async def test_the_rest_api_of_a_witness() -> None:
             assert response.status == 503 and "witness" in (await response.json())["error"], path
         assert (await client.delete("/restart")).status == 404
         metrics = await (await client.get("/metrics")).text()
-        assert 'raftpg_postgres_running{scope="prod",name="witness1"} 0' in metrics
+        assert 'raftpg_witness{scope="prod",name="witness1"} 1' in metrics
+        assert 'raftpg_raft_has_quorum{scope="prod",name="witness1"} 1' in metrics
+        assert "raftpg_postgres_running" not in metrics

@@ -68,6 +68,7 @@ class FakeApi:
     needs_reinit: dict[str, str] = field(default_factory=dict)  # member -> its needs_reinit in /cluster
     daemon_started: dict[str, float] = field(default_factory=dict)  # member -> its raftpg.started_at
     operation: dict[str, Any] = field(default_factory=lambda: {"revision": 0, "record": None})  # rolling_restart
+    witnesses: dict[str, bool] = field(default_factory=dict)  # witness member -> its Raft has_quorum
     overrides: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
@@ -96,10 +97,14 @@ class FakeApi:
 
     def cluster(self) -> dict[str, Any]:
         members = [self.member(n, 5432 + i) for i, n in enumerate(("n1", "n2", "n3"))]
+        members += [{"name": name, "role": "witness", "state": "running", "api_url": f"{self.base}/m/{name}/patroni",
+                     "host": "127.0.0.1", "port": None, "tags": {"nofailover": True}} for name in self.witnesses]
         return {"members": members, "scope": "demo", "pause": self.paused,
                 "raftpg": {"config_version": self.config_version}}
 
     def status(self, name: str) -> dict[str, Any]:
+        if name in self.witnesses:
+            return self.witness_status(name)
         queue = self.states.get(name)
         state = queue.pop(0) if queue and len(queue) > 1 else (queue[0] if queue else "running")
         index = ("n1", "n2", "n3").index(name)
@@ -117,6 +122,14 @@ class FakeApi:
             | ({"started_at": self.daemon_started[name]} if name in self.daemon_started else {}),
             **({} if name == self.leader else {"replication_state": "streaming"}),
         }
+
+    def witness_status(self, name: str) -> dict[str, Any]:
+        raft = {"self_addr": "127.0.0.1:7009", "has_quorum": self.witnesses[name],
+                "partners": {"127.0.0.1:7001": True, "127.0.0.1:7002": True, "127.0.0.1:7003": True}}
+        return {"state": "running", "role": "witness", "pause": self.paused,
+                "patroni": {"version": "0.1.0", "scope": "demo", "name": name},
+                "raftpg": {"raft": raft, "peer_problems": {}}
+                | ({"started_at": self.daemon_started[name]} if name in self.daemon_started else {})}
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.path.strip("/")
@@ -276,6 +289,38 @@ async def test_rolling_restart_daemon_plan_replaces_each_raftpg_the_primarys_bef
     ]
     assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
     assert fake.requests("PUT", "operations/rolling_restart") == []
+
+
+async def test_rolling_restart_daemon_plan_replaces_the_witness_first_and_without_daemon_leaves_it_out(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.pending = set()
+    fake.witnesses = {"w1": True}
+    fake.daemon_started = {"n1": 1.0, "n2": 2.0, "n3": 3.0, "w1": 4.0}
+
+    def rows() -> list[list[str]]:
+        return [[c.strip() for c in line.split("|")[1:4]] for line in capsys.readouterr().out.splitlines()
+                if line.startswith(("| n", "| w"))]
+
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--dry-run") == 0
+    daemon_rows = rows()
+    assert daemon_rows[0] == ["w1", "restart raftpg (witness)", "to do"]
+    assert daemon_rows[1:3] == [["n2", "restart PostgreSQL", "to do"], ["n2", "restart raftpg", "to do"]]
+    assert [r[0] for r in daemon_rows].count("w1") == 1 and len(daemon_rows) == 8
+    assert await run_ctl(fake, "rolling-restart", "--dry-run") == 0
+    assert "w1" not in {r[0] for r in rows()}
+    assert fake.requests("POST", "restart") == [] and fake.requests("PUT", "operations/rolling_restart") == []
+
+
+async def test_rolling_restart_daemon_refused_while_the_witness_does_not_vote(
+        fake: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.pending = set()
+    fake.witnesses = {"w1": False}
+    fake.daemon_started = {"n1": 1.0, "n2": 2.0, "n3": 3.0, "w1": 4.0}
+    assert await run_ctl(fake, "rolling-restart", "--daemon", "--force") == 1
+    err = capsys.readouterr().err
+    assert "witness w1 is not running in Raft" in err and "every Raft voter must be up" in err
+    assert fake.requests("POST", "restart") == [] and fake.requests("PATCH", "config") == []
+    assert fake.operation == {"revision": 0, "record": None}
 
 
 async def test_rolling_restart_daemon_refused_when_a_member_cannot_restart_its_raftpg(

@@ -12,7 +12,20 @@ import pytest
 
 from raftpg.cli.ctl.client import ApiClient, CtlError, Response, Unreachable
 from raftpg.cli.ctl.model import ClusterView, MemberView
-from raftpg.cli.ctl.rolling_plan import STALE_AFTER, Owner, RunState, alive_refusal, refusal, switchover_candidate
+from raftpg.cli.ctl.rolling_plan import (
+    CLUSTER,
+    STALE_AFTER,
+    Action,
+    Owner,
+    Planned,
+    RunState,
+    alive_refusal,
+    plan,
+    refusal,
+    switchover_candidate,
+    voters_away,
+    witness_in_raft,
+)
 from raftpg.cli.ctl.rolling_record import RunRecord, Stored, TakenOver
 from raftpg.cli.ctl.session import Session
 
@@ -197,3 +210,74 @@ def test_a_step_must_be_stored_and_releasing_the_run_is_best_effort() -> None:
     mine.release("b: not seen within 180s")
     stored = record_on(api).read().state()
     assert stored is not None and stored.halted == "b: not seen within 180s"
+
+
+# -- the plan: order, witnesses, one Raft vote away at a time -----------------------------------
+
+TIMES = MappingProxyType({"node1": 1.0, "node2": 2.0, "node3": 3.0})
+DAEMONS = MappingProxyType({"node1": 7.0, "node2": 8.0, "node3": 9.0, "witness1": 5.0})
+
+
+def test_plan_without_daemon_restarts_postgresql_only_and_leaves_witnesses_out() -> None:
+    steps = [(p.member, p.action) for p in plan(RunState("node1", TIMES))]
+    assert steps == [
+        (CLUSTER, Action.PAUSE),
+        ("node2", Action.RESTART_POSTGRES), ("node3", Action.RESTART_POSTGRES),
+        ("node1", Action.SWITCHOVER), (CLUSTER, Action.RESUME), ("node1", Action.REJOIN),
+    ]
+
+
+def test_plan_with_daemon_replaces_the_witness_first_then_each_database_member() -> None:
+    state = RunState("node1", TIMES, DAEMONS)
+    assert state.witnesses == ("witness1",) and state.replicas == ("node2", "node3")
+    steps = [(p.member, p.action) for p in plan(state)]
+    assert steps == [
+        (CLUSTER, Action.PAUSE),
+        ("witness1", Action.WITNESS_RAFTPG),
+        ("node2", Action.RESTART_POSTGRES), ("node2", Action.RESTART_RAFTPG),
+        ("node3", Action.RESTART_POSTGRES), ("node3", Action.RESTART_RAFTPG),
+        ("node1", Action.PRIMARY_RAFTPG),
+        ("node1", Action.SWITCHOVER), (CLUSTER, Action.RESUME), ("node1", Action.REJOIN),
+    ]
+
+
+def test_every_raftpg_is_replaced_once_in_its_own_step() -> None:
+    """One step per raftpg, each its own member: the run waits for one to be back before the
+    next, so a witness is never away from Raft together with another member."""
+    state = RunState("node2", MappingProxyType({"node1": 1.0, "node2": 2.0}),
+                     MappingProxyType({"node1": 1.0, "node2": 2.0, "w1": 3.0, "w2": 4.0}))
+    daemon_steps = [p for p in plan(state)
+                    if p.action in (Action.WITNESS_RAFTPG, Action.RESTART_RAFTPG, Action.PRIMARY_RAFTPG)]
+    assert [p.member for p in daemon_steps] == ["w1", "w2", "node1", "node2"]
+    assert plan(state)[:3] == (Planned(CLUSTER, Action.PAUSE), Planned("w1", Action.WITNESS_RAFTPG),
+                               Planned("w2", Action.WITNESS_RAFTPG))
+
+
+def test_the_witnesses_survive_the_record_and_an_older_record_has_none() -> None:
+    state = RunState("node1", TIMES, DAEMONS, owner=Owner("host1", 42), began_at=T0, heartbeat_at=T0)
+    again = RunState.from_record(json.loads(json.dumps(state.to_record())))
+    assert again is not None and again.witnesses == ("witness1",)
+    older = RunState("node1", TIMES, MappingProxyType({k: v for k, v in DAEMONS.items() if k != "witness1"}))
+    assert older.witnesses == () and Action.WITNESS_RAFTPG not in {p.action for p in plan(older)}
+
+
+def patroni(role: str = "witness", state: str = "running", has_quorum: object = True,
+            partners: object = None) -> dict[str, Any]:
+    raft = {"has_quorum": has_quorum, "partners": {"10.0.0.11:5010": True, "10.0.0.12:5010": True}
+            if partners is None else partners}
+    return {"role": role, "state": state, "raftpg": {"raft": raft}}
+
+
+def test_a_witness_is_back_once_running_with_a_raft_majority() -> None:
+    assert witness_in_raft(patroni())
+    assert not witness_in_raft(patroni(state="starting"))
+    assert not witness_in_raft(patroni(has_quorum=False))
+    assert not witness_in_raft(patroni(role="replica"))
+    assert not witness_in_raft({"role": "witness", "state": "running"})  # no Raft fields: cannot tell
+
+
+def test_a_raftpg_is_restarted_only_while_every_other_voter_is_connected() -> None:
+    assert voters_away(patroni()) == ()
+    assert voters_away(patroni(partners={"10.0.0.11:5010": True, "10.0.0.13:5010": False})) == ("10.0.0.13:5010",)
+    assert voters_away(patroni(partners={})) == ("unknown",)
+    assert voters_away({"role": "replica"}) == ("unknown",)

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from raftpg.cli.ctl.client import CtlError, Unreachable
-from raftpg.cli.ctl.rolling_plan import RunState
+from raftpg.cli.ctl.rolling_plan import RunState, voters_away, witness_in_raft
 from raftpg.cli.ctl.session import Session
+from raftpg.config.witness import WITNESS_ROLE
 
 STATUS_TIMEOUT = 3.0
 
@@ -45,12 +46,21 @@ def daemon_times(session: Session, names: list[str]) -> dict[str, float]:
     return {k: v for k, v in times.items() if v is not None}
 
 
-def _healthy(session: Session, name: str, primary: bool) -> bool:
-    """A replica streams again; the primary's new process holds the lease itself (it reclaimed it)."""
+def _status(session: Session, name: str) -> dict[str, Any] | None:
     member = session.cluster().member(name)
     if member is None:
+        return None
+    return session.member_status(member, timeout=min(STATUS_TIMEOUT, session.client.timeout))
+
+
+def _healthy(session: Session, name: str, primary: bool, witness: bool) -> bool:
+    """A replica streams again; the primary's new process holds the lease itself (it reclaimed it);
+    a witness votes again."""
+    status = _status(session, name)
+    if status is None:
         return False
-    status = session.member_status(member, timeout=min(STATUS_TIMEOUT, session.client.timeout))
+    if witness:
+        return witness_in_raft(status)
     if primary:
         own = _own(status)
         return status.get("role") == "primary" and own.get("lease_holder") == name \
@@ -67,13 +77,19 @@ Wait = Callable[[str, Callable[[], bool]], None]
 
 
 def restart_daemon(session: Session, state: RunState, name: str, wait: Wait, timeout: float) -> None:
-    """Ask `name`'s raftpg to exit for its supervisor, then wait until a new process runs and the
-    member is healthy again. For the primary, the lease must not have moved and no timeline begun."""
-    cluster = session.cluster()
-    member = cluster.member(name)
+    """Once every other Raft voter is connected to `name`, ask its raftpg to exit for its
+    supervisor, then wait until a new process runs and the member is healthy again. For the
+    primary, the lease must not have moved and no timeline begun."""
+    member = session.cluster().member(name)
     if member is None:
         raise CtlError(f"{name} is no longer a member of the cluster")
-    primary = member.is_leader
+    primary, witness = member.is_leader, member.role == WITNESS_ROLE
+
+    def voters_connected() -> bool:
+        status = _status(session, name)
+        return status is not None and not voters_away(status)
+
+    wait(f"every other Raft voter to be connected to {name} (its restart takes its vote away)", voters_connected)
     history = _history_length(session) if primary else 0
     before = state.daemons.get(name) or raftpg_started(session, name)
     try:
@@ -85,9 +101,10 @@ def restart_daemon(session: Session, state: RunState, name: str, wait: Wait, tim
 
     def replaced() -> bool:
         started = raftpg_started(session, name)
-        return started is not None and started != before and _healthy(session, name, primary)
+        return started is not None and started != before and _healthy(session, name, primary, witness)
 
-    wait(f"{name}'s raftpg to be replaced and {'hold its lease' if primary else 'stream'} again", replaced)
+    again = "hold its lease" if primary else "vote in Raft" if witness else "stream"
+    wait(f"{name}'s raftpg to be replaced and {again} again", replaced)
     if primary:
         leader = session.cluster().leader
         if leader is None or leader.name != name or _history_length(session) != history:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
@@ -65,6 +66,17 @@ class RunState:
     @property
     def daemon(self) -> bool:
         return bool(self.daemons)
+
+    @property
+    def witnesses(self) -> tuple[str, ...]:
+        """With --daemon, the witness members whose raftpg the run replaces: in `daemons` but not
+        in `started`, as they run no PostgreSQL."""
+        return tuple(sorted(set(self.daemons) - set(self.started)))
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """The database members other than the primary the run started from, in the order restarted."""
+        return tuple(sorted(n for n in self.started if n != self.old_primary))
 
     def restarted(self, name: str, start_time: float | None) -> bool:
         return _changed(self.started.get(name), start_time)
@@ -154,9 +166,80 @@ def _lag(member: MemberView) -> int | None:
 
 
 def without_witnesses(cluster: ClusterView) -> ClusterView:
-    """The members a rolling restart restarts: a witness runs no PostgreSQL (with --daemon, its
-    raftpg is left to the operator: `systemctl restart raftpg` there, as it holds no lease)."""
+    """The members whose PostgreSQL a rolling restart restarts: a witness runs none."""
     return replace(cluster, members=tuple(m for m in cluster.members if m.role != WITNESS_ROLE))
+
+
+def witnesses(cluster: ClusterView) -> tuple[str, ...]:
+    return tuple(sorted(m.name for m in cluster.members if m.role == WITNESS_ROLE))
+
+
+def _raft(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    own = status.get("raftpg")
+    raft = own.get("raft") if isinstance(own, Mapping) else None
+    return raft if isinstance(raft, Mapping) else {}
+
+
+def witness_in_raft(status: Mapping[str, Any]) -> bool:
+    """A witness's /patroni says it votes again: running (it caught up with the Raft log and
+    published its record) and in contact with a Raft majority."""
+    return (status.get("role") == WITNESS_ROLE and status.get("state") == "running"
+            and _raft(status).get("has_quorum") is True)
+
+
+def voters_away(status: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Raft partners a member's /patroni says it is not connected to ("unknown" when it shows
+    none). Restarting its raftpg takes its vote away for a while, so --daemon waits until this is
+    empty: with 2 database members and a witness, one more vote away is the Raft majority lost,
+    and a paused primary that cannot renew its lease is stopped by its fence."""
+    partners = _raft(status).get("partners")
+    if not isinstance(partners, Mapping) or not partners:
+        return ("unknown",)
+    return tuple(sorted(str(addr) for addr, connected in partners.items() if connected is not True))
+
+
+class Action(Enum):
+    """A step of the run; the value is how `--dry-run` shows it."""
+
+    PAUSE = "pause"
+    WITNESS_RAFTPG = "restart raftpg (witness)"
+    RESTART_POSTGRES = "restart PostgreSQL"
+    RESTART_RAFTPG = "restart raftpg"
+    PRIMARY_RAFTPG = "restart raftpg, keeping the lease"
+    SWITCHOVER = "switchover to the best restarted replica"
+    RESUME = "resume"
+    REJOIN = "resume; PostgreSQL starts again as a replica"
+
+
+@dataclass(frozen=True)
+class Planned:
+    member: str
+    action: Action
+
+
+CLUSTER = "cluster"
+"""The `member` of the steps that act on the whole cluster (pause, resume)."""
+
+
+def plan(state: RunState) -> tuple[Planned, ...]:
+    """Every step of the run in the order it is carried out, one at a time: each waits until its
+    member is back before the next begins, so at most one raftpg is away from Raft at once.
+
+    The witnesses' raftpg first, once paused: every database member runs then, and a witness
+    whose new binary does not come up stops the run before any database member was touched. Then
+    each replica (PostgreSQL, then its raftpg), the primary's raftpg (keeping its lease), the one
+    switchover, resume, and the old primary's PostgreSQL starting again as a replica."""
+    old = state.old_primary
+    steps = [Planned(CLUSTER, Action.PAUSE)]
+    steps += [Planned(name, Action.WITNESS_RAFTPG) for name in state.witnesses]
+    for name in state.replicas:
+        steps.append(Planned(name, Action.RESTART_POSTGRES))
+        if state.daemon:
+            steps.append(Planned(name, Action.RESTART_RAFTPG))
+    if state.daemon:
+        steps.append(Planned(old, Action.PRIMARY_RAFTPG))
+    steps += [Planned(old, Action.SWITCHOVER), Planned(CLUSTER, Action.RESUME), Planned(old, Action.REJOIN)]
+    return tuple(steps)
 
 
 def refusal(cluster: ClusterView, streaming: Mapping[str, bool], max_lag: int) -> str | None:

@@ -6,19 +6,23 @@
 #   provision.sh --name node1 --self 10.0.0.11 --peers 10.0.0.12,10.0.0.13 \
 #                --secrets cluster-secrets.yml [--binary dist/raftpg] [--scope demo]
 #
+# --witness provisions a witness member (a Raft vote and the REST API, no PostgreSQL): no
+# PostgreSQL packages, no data directory; the OS user is created if missing (a system user, as
+# the postgresql-15 package would), since raftpg never runs as root.
+#
 # --no-apt and --no-systemd skip the package install and systemctl (the network-namespace test
 # hosts share this machine's packages and have no systemd of their own); every path can be moved
 # with the options below so that several test hosts share one file system.
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 options: --name N --self ADDR --peers A,B --secrets FILE      (required)
          --scope S (default raftpg)  --binary PATH (default dist/raftpg next to this script's parent)
          --prefix DIR (/usr/local/bin)  --config FILE (/etc/raftpg/node.yml)
          --unit-dir DIR (/etc/systemd/system)  --data-dir DIR  --raft-dir DIR  --socket-dir DIR
-         --ttl SECONDS  --user USER (postgres)  --force-config  --no-apt  --no-systemd
+         --ttl SECONDS  --user USER (postgres)  --witness  --force-config  --no-apt  --no-systemd
 EOF
 }
 
@@ -29,7 +33,7 @@ scope=raftpg name="" self="" peers="" secrets=""
 binary="$script_dir/../dist/raftpg"
 prefix=/usr/local/bin config=/etc/raftpg/node.yml unit_dir=/etc/systemd/system
 data_dir=/var/lib/postgresql/15/main raft_dir=/var/lib/raftpg/raft socket_dir="" ttl=10 user=postgres
-force_config=0 apt=1 systemd=1
+force_config=0 apt=1 systemd=1 witness=0
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
         --socket-dir) socket_dir=$2; shift ;;
         --ttl) ttl=$2; shift ;;
         --user) user=$2; shift ;;
+        --witness) witness=1 ;;
         --force-config) force_config=1 ;;
         --no-apt) apt=0 ;;
         --no-systemd) systemd=0 ;;
@@ -63,7 +68,7 @@ done
 [ -f "$secrets" ] || die "no secrets file $secrets (create it once with: raftpg config secrets > cluster-secrets.yml)"
 [ -x "$binary" ] || die "no executable $binary (build it with: make dist)"
 
-if [ "$apt" -eq 1 ]; then
+if [ "$apt" -eq 1 ] && [ "$witness" -eq 0 ]; then
     # The Debian package would create and start a cluster of its own on port 5432; raftpg
     # creates the cluster itself, so tell postgresql-common not to.
     mkdir -p /etc/postgresql-common/createcluster.d
@@ -73,7 +78,15 @@ if [ "$apt" -eq 1 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15
     fi
 fi
-id "$user" >/dev/null 2>&1 || die "OS user $user does not exist (it comes with the postgresql-15 package)"
+if [ "$witness" -eq 1 ]; then
+    if ! id "$user" >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir "$(dirname "$raft_dir")" --no-create-home \
+            --shell /usr/sbin/nologin "$user"
+        echo "provision: created the system user $user (a witness has no postgresql-15 package to bring it)"
+    fi
+else
+    id "$user" >/dev/null 2>&1 || die "OS user $user does not exist (it comes with the postgresql-15 package)"
+fi
 
 install -d -m 0755 "$prefix"
 install -m 0755 "$binary" "$prefix/raftpg.new"
@@ -81,7 +94,12 @@ mv -f "$prefix/raftpg.new" "$prefix/raftpg"
 raftpg="$prefix/raftpg"
 echo "provision: installed $raftpg ($("$raftpg" version))"
 
-for dir in "$(dirname "$data_dir")" "$(dirname "$raft_dir")" ${socket_dir:+"$socket_dir"}; do
+if [ "$witness" -eq 1 ]; then
+    dirs=("$(dirname "$raft_dir")")
+else
+    dirs=("$(dirname "$data_dir")" "$(dirname "$raft_dir")" ${socket_dir:+"$socket_dir"})
+fi
+for dir in "${dirs[@]}"; do
     install -d -o "$user" -g "$user" -m 0750 "$dir"
 done
 install -d -o root -g "$user" -m 0750 "$(dirname "$config")"
@@ -90,8 +108,13 @@ if [ -f "$config" ] && [ "$force_config" -eq 0 ]; then
     echo "provision: keeping the existing $config (--force-config rewrites it)"
 else
     init=("$raftpg" config init --force --scope "$scope" --name "$name" --self "$self" --peers "$peers"
-          --secrets "$secrets" --output "$config" --data-dir "$data_dir" --raft-dir "$raft_dir" --ttl "$ttl")
-    [ -z "$socket_dir" ] || init+=(--socket-dir "$socket_dir")
+          --secrets "$secrets" --output "$config" --raft-dir "$raft_dir" --ttl "$ttl")
+    if [ "$witness" -eq 1 ]; then
+        init+=(--witness)
+    else
+        init+=(--data-dir "$data_dir")
+        [ -z "$socket_dir" ] || init+=(--socket-dir "$socket_dir")
+    fi
     "${init[@]}"
 fi
 chown "$user:$user" "$config"

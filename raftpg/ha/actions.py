@@ -55,7 +55,11 @@ class StartPrimary(Action):
 
 @dataclass(frozen=True)
 class StartStandby(Action):
+    """Done once the standby is consistent, or after `ready_within` seconds with it still recovering:
+    the WAL it needs may be gone, so the loop goes on and watches it (core._recovering_start)."""
+
     upstream: str | None  # None: start in recovery without streaming (to learn our own position)
+    ready_within: float
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,11 @@ def _lifecycle(memory: Memory, observation: Observation) -> Memory:
     """Outcomes that only change what the node remembers about its PostgreSQL."""
     match observation:
         case StandbyStarting() | BootstrapStarting():
-            return replace(memory, state=PgState.STARTING, sync_names="")
+            return replace(memory, state=PgState.STARTING, sync_names="", standby_recovering=False)
         case StandbyStarted():
-            return replace(memory, state=PgState.RUNNING, upstream=observation.upstream)
+            # Still recovering, it stays "starting" until seen consistent (_gathered).
+            return replace(memory, state=PgState.STARTING if observation.recovering else PgState.RUNNING,
+                           upstream=observation.upstream, standby_recovering=observation.recovering)
         case PrimaryStarting():
             return replace(_commits_blocked(memory, observation.synchronous_mode), state=PgState.STARTING)
         case PromotionStarting():
@@ -130,7 +132,7 @@ def _lifecycle(memory: Memory, observation: Observation) -> Memory:
         case BootstrapFailed():
             return replace(memory, bootstrap_failed=True)
         case Stopping():
-            return replace(memory, state=PgState.STOPPING)
+            return replace(memory, state=PgState.STOPPING, standby_recovering=False)
         case Stopped():
             return replace(memory, state=PgState.STOPPED, upstream=None)
         case Busy():
@@ -193,8 +195,10 @@ def _rewound(memory: Memory, finished: RewindFinished, now: float) -> Memory:
 
 # --- gathering and deciding ----------------------------------------------------------------------
 def _gathered(memory: Memory, gathered: Gathered, now: float) -> Memory:
-    """The timers: PostgreSQL down while we hold the lease (rule 6), a standby not streaming."""
+    """The timers: PostgreSQL down while we hold the lease (rule 6), a standby not streaming; and
+    how a standby started still recovering ended."""
     local, cluster = gathered.local, gathered.cluster
+    memory = _recovering_start(memory, local.role)
     lease = cluster.lease
     ours = lease.holder == local.name and lease.instance_id == local.instance_id
     down_since = memory.pg_down_since
@@ -215,6 +219,17 @@ def _gathered(memory: Memory, gathered: Gathered, now: float) -> Memory:
     not_needed = None if local.streaming else memory.rewind_not_needed_from
     return replace(memory, pg_down_since=down_since, sync_names=sync_names, not_streaming_since=not_streaming,
                    rewind_not_needed_from=not_needed)
+
+
+def _recovering_start(memory: Memory, role: PgRole) -> Memory:
+    """A standby left recovering by its start (StandbyStarted.recovering) that answers queries now
+    reached a consistent state; one whose postmaster is gone before that failed to start, exactly
+    as a start that fails at once (ActionFailed): rewind if its timeline differs from the holder's."""
+    if not memory.standby_recovering or role is PgRole.UNKNOWN:
+        return memory
+    if role is PgRole.STOPPED:
+        return replace(memory, standby_recovering=False, state=PgState.STOPPED, upstream=None, needs_rewind=True)
+    return replace(memory, standby_recovering=False, state=PgState.RUNNING)
 
 
 def _cycle_started(memory: Memory, started: CycleStarted, now: float) -> tuple[Memory, list[Action]]:

@@ -122,8 +122,10 @@ def _as_holder(cluster: ClusterView, local: LocalView) -> list[Action]:
             # promoted). Started as a primary, recovery would end on pg_control's timeline and drop the
             # WAL it received on a newer one: acknowledged writes (chaos seed 200 lost 804 this way).
             # As a standby it replays everything it received; the replica path then promotes it.
+            # Given as long to become consistent as rule 6 gives a holder whose PostgreSQL does not answer.
             return [renew, StartStandby("holding the lease with a standby's data directory: starting it as a "
-                                        "standby to replay all the WAL it received, then promoting", None)]
+                                        "standby to replay all the WAL it received, then promoting", None,
+                                        max(cluster.config.start_timeout, cluster.config.ttl))]
         return [renew, StartPrimary("holding the lease and PostgreSQL is not running: starting it as primary")]
     actions: list[Action] = [renew, *_sync_actions(cluster, local)]
     expired = sorted(m.name for m in cluster.members.values()
@@ -281,7 +283,8 @@ def _lease_open(cluster: ClusterView, local: LocalView) -> list[Action]:
             # We cannot win (candidates._sync_blocker), and a crashed primary started as a standby
             # would report WAL no one acknowledged and hold the synchronous members back.
             return [Idle(f"not in the synchronous set {sorted(sync.members)}: leaving the race to its members")]
-        return [StartStandby("lease is free: starting PostgreSQL as a standby to learn our position", None)]
+        return [StartStandby("lease is free: starting PostgreSQL as a standby to learn our position", None,
+                             cluster.config.retry_timeout)]
     blocker = race_blocker(cluster, local, manual=manual, accept_data_loss=accept_loss)
     if blocker is not None:
         return [Idle(f"not taking the lease: {blocker}")]
@@ -332,7 +335,7 @@ def _as_follower(cluster: ClusterView, local: LocalView) -> list[Action]:
                 return [Idle("former primary on another timeline and use_pg_rewind is off", warning=True)]
             return [Rewind(f"former primary on timeline {local.timeline}, leader {holder} on "
                            f"{holder_member.timeline if holder_member else '?'}: rewinding", holder)]
-        return [StartStandby(f"starting as a standby of {upstream}", upstream)]
+        return [StartStandby(f"starting as a standby of {upstream}", upstream, cluster.config.retry_timeout)]
     recovering = local.role is PgRole.UNKNOWN and local.standby_mode
     if local.role is PgRole.REPLICA and local.upstream != upstream:
         return [Follow(f"following {upstream} (was {local.upstream})", upstream)]

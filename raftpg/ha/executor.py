@@ -153,7 +153,7 @@ class Executor(Transitions):
                     self.callbacks.fire(CallbackEvent.ON_START, PgRole.PRIMARY.value)
                 return ActionResult(ok, ok)
             case StartStandby():
-                await self._start_standby(action.upstream, cluster)
+                await self._start_standby(action.upstream, cluster, action.ready_within)
                 self.callbacks.fire(CallbackEvent.ON_START, PgRole.REPLICA.value)
                 return ActionResult(True, False)
             case Promote():
@@ -295,7 +295,9 @@ class Executor(Transitions):
                         self.callbacks.fire(CallbackEvent.ON_RESTART, PgRole.PRIMARY.value)
                     case RestartPostgres():
                         await self._stop("fast", config)
-                        await self._start_standby(action.upstream, cluster)
+                        # ctl rolling-restart waits for it to stream; a standby that cannot
+                        # become consistent must not hold the loop (StartStandby.ready_within).
+                        await self._start_standby(action.upstream, cluster, config.retry_timeout)
                         self.callbacks.fire(CallbackEvent.ON_RESTART, PgRole.REPLICA.value)
                     case Reinitialize():
                         if self.pg.postmaster_pid() is not None:

@@ -49,6 +49,7 @@ class Memory:
     rewind_failure: RewindFailure | None = None
     rewound: bool = False  # pg_rewind (or its "not needed") already made us a valid standby
     needs_rewind: bool = False  # a standby that could not start or stream: rewind if timelines differ
+    standby_recovering: bool = False  # a standby we started has not been seen consistent yet
     rewind_not_needed_from: str | None = None  # pg_rewind found nothing to do against this holder
     bootstrap_failed: bool = False
     sync_names: str | None = None  # synchronous_standby_names we keep in PostgreSQL (None: not known yet)

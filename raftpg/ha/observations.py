@@ -101,6 +101,7 @@ class StandbyStarting(Observation):
 @dataclass(frozen=True)
 class StandbyStarted(Observation):
     upstream: str | None
+    recovering: bool = False  # the postmaster runs but is not consistent yet (accepts no connections)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from raftpg.http.client import MemberClient
 from raftpg.poll import async_wait_until
 from raftpg.postgres.conf import PROMOTION_PARAMETERS, build_parameters, slot_name_for
 from raftpg.postgres.errors import PostgresError
-from raftpg.postgres.instance import PostgresInstance
+from raftpg.postgres.instance import PostgresInstance, Started
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +82,15 @@ class Transitions:
         view = cluster.members[member]
         return Address(view.host, view.port)
 
-    async def _start_standby(self, upstream: str | None, cluster: ClusterView) -> None:
+    async def _start_standby(self, upstream: str | None, cluster: ClusterView, ready_within: float) -> None:
+        """A standby that is not consistent after ready_within is left recovering, and reported so."""
         self.report(StandbyStarting())
         address = self._address(cluster, upstream) if upstream is not None else None
-        await self.pg.start(standby=True, upstream=address,
-                            slot=slot_name_for(self.settings.name) if upstream else None,
-                            parameters=self.parameters(cluster.config), timeout=self._slow_timeout(cluster.config))
-        self.report(StandbyStarted(upstream))
+        started = await self.pg.start(standby=True, upstream=address,
+                                      slot=slot_name_for(self.settings.name) if upstream else None,
+                                      parameters=self.parameters(cluster.config),
+                                      timeout=self._slow_timeout(cluster.config), ready_within=ready_within)
+        self.report(StandbyStarted(upstream, recovering=started is Started.RECOVERING))
 
     async def _stop(self, mode: str, config: DynamicConfig) -> None:
         self.report(Stopping())

@@ -8,6 +8,7 @@ caller says standby=False. Every call is bounded by its timeout.
 
 import asyncio
 import contextlib
+import enum
 import logging
 import math
 import os
@@ -47,6 +48,13 @@ PROMOTE_POLL = 0.01
 
 
 STOP_MODES = ("smart", "fast", "immediate")
+
+
+class Started(enum.Enum):
+    """How a start ended, when it did not fail."""
+
+    READY = "ready"  # accepting connections (a standby: it reached a consistent state)
+    RECOVERING = "recovering"  # a standby's postmaster runs, still replaying towards a consistent state
 
 
 class PostgresInstance:
@@ -224,16 +232,22 @@ class PostgresInstance:
         parameters: Mapping[str, str],
         timeout: float,
         locked: bool = False,
-    ) -> None:
+        ready_within: float | None = None,
+    ) -> Started:
         """Write our configuration and start the server (parameters from conf.build_parameters).
 
         standby=False removes standby.signal: only the lease holder may ask for that (rule 1).
         locked: only the daemon may connect (conf.render_locked_pg_hba) until the next reload.
-        On failure raises StartFailed with the tail of the server log; a postmaster that is
-        still recovering when the timeout hits is left running.
+        A standby accepts connections only once it is consistent, which it never is if the WAL it
+        needs is gone: it is waited for at most `ready_within` (default: all of timeout), and a
+        postmaster still recovering then is left running and reported as RECOVERING, for the HA
+        loop to watch. Raises StartFailed, with the tail of the server log, if the postmaster did
+        not come up (or died); a primary still recovering when the timeout hits is left running.
         """
         if upstream is not None and not standby:
             raise ValueError("a primary has no upstream")
+        if ready_within is not None and not standby:
+            raise ValueError("only a standby may be left recovering")
         if self.data_dir_state() is not DataDirState.INITIALIZED:
             raise PostgresError(f"cannot start: {self.data_dir} is {self.data_dir_state().value}")
         pid = self.postmaster_pid()
@@ -246,18 +260,22 @@ class PostgresInstance:
         await asyncio.to_thread(self._files.set_standby_signal, standby)
         log_offset = self._log_size()
         wait = max(1, math.floor(deadline - loop.time()))
+        if ready_within is not None:
+            wait = max(1, min(wait, math.floor(ready_within)))
         argv = [self._bin("pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(self.log_path)]
         argv += ["-w", "-t", str(wait), "-s"]
         try:
             await run_command(argv, timeout=wait + 2)
         except (CommandFailed, CommandTimeout) as exc:
-            raise StartFailed(f"PostgreSQL did not start: {exc}\n{self._log_tail(log_offset)}") from exc
-        logger.info(
-            "started PostgreSQL as %s%s (postmaster %s)",
-            "standby" if standby else "primary",
-            f" of {upstream}" if upstream else "",
-            self.postmaster_pid(),
-        )
+            running = self.postmaster_pid()
+            if not standby or running is None:
+                raise StartFailed(f"PostgreSQL did not start: {exc}\n{self._log_tail(log_offset)}") from exc
+            logger.warning("started PostgreSQL as standby%s (postmaster %s), not consistent yet after %ss: "
+                           "left recovering", f" of {upstream}" if upstream else "", running, wait)
+            return Started.RECOVERING
+        logger.info("started PostgreSQL as %s%s (postmaster %s)", "standby" if standby else "primary",
+                    f" of {upstream}" if upstream else "", self.postmaster_pid())
+        return Started.READY
 
     async def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
         """pg_ctl stop -m mode; if the server is still up after timeout, SIGKILL it and its children."""
@@ -292,12 +310,12 @@ class PostgresInstance:
         parameters: Mapping[str, str],
         timeout: float,
         mode: str = "fast",
-    ) -> None:
+    ) -> Started:
         """Stop (within half of timeout) and start again with the given configuration."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         await self.stop(mode, timeout / 2)
-        await self.start(
+        return await self.start(
             standby=standby,
             upstream=upstream,
             slot=slot,

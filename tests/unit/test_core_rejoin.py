@@ -114,26 +114,83 @@ def test_a_failed_rewind_waits_the_long_interval_unless_the_lease_changes() -> N
 def test_rewind_not_needed_loop_ends_in_a_re_clone() -> None:
     """pg_rewind found nothing to rewind from node2, yet the standby never became consistent (the
     WAL it needs is gone): it is stopped to rewind again, and then moved aside instead."""
-    memory, _ = run_story([
+    memory, actions = run_story([
         (DecisionDue(FORMER, DIVERGED), NOW, [A.Rewind]),
         (rewind(RewindOutcome.NOT_NEEDED, "pg_rewind: no rewind required"), NOW, []),
         (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, was_primary=True)), NOW, [A.StartStandby]),
         (StandbyStarting(), NOW, []),
-        (StandbyStarted("node2"), NOW + 1, []),
+        (StandbyStarted("node2", recovering=True), NOW + 2, []),
     ])
     assert memory.rewound and memory.rewind_not_needed_from == "node2" and memory.upstream == "node2"
+    assert memory.standby_recovering and memory.state is PgState.STARTING  # published "starting"
     recovering = local("node1", role=PgRole.UNKNOWN, standby_mode=True, upstream="node2", now=NOW + 2)
     stuck = local("node1", role=PgRole.UNKNOWN, standby_mode=True, upstream="node2", now=NOW + 13)
     memory, actions = run_story([
         (Gathered(FORMER, recovering), NOW + 2, []),
         (DecisionDue(FORMER, recovering), NOW + 2, [A.Idle]),
+        (Gathered(FORMER, stuck), NOW + 13, []),
         (DecisionDue(FORMER, stuck), NOW + 13, [A.Demote]),  # not streaming for more than ttl (10 s)
         (DemoteStarted(then_rewind=True), NOW + 13, []),
         (Stopping(), NOW + 13, []),
         (Stopped(), NOW + 14, []),
+        (Gathered(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 14)), NOW + 14, []),
         (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 14)), NOW + 14, [A.MoveDataAside]),
     ], memory)
     assert memory.needs_rewind and memory.upstream is None and "nothing to rewind" in actions[0].reason
+    assert not memory.standby_recovering
+
+
+def test_a_standby_start_waits_only_retry_timeout_for_consistency() -> None:
+    """chaos seed 200 (2026-12-06 04:55:57): `pg_ctl start -w` waited 60 s for a standby whose WAL was
+    gone, and the loop with it. A standby start waits retry_timeout, the holder's as long as rule 6
+    gives its PostgreSQL; then it goes on with the standby still recovering."""
+    _, actions = run_story([(DecisionDue(FORMER, local("node1", role=PgRole.STOPPED)), NOW, [A.StartStandby])])
+    assert actions[0].ready_within == FORMER.config.retry_timeout  # type: ignore[attr-defined]
+    open_lease = cluster(members=list(FORMER.members.values()), the_lease=lease(None, None))
+    _, actions = run_story([(DecisionDue(open_lease, local("node1", role=PgRole.STOPPED)), NOW, [A.StartStandby])])
+    assert actions[0].ready_within == FORMER.config.retry_timeout  # type: ignore[attr-defined]
+    for the_cluster, wait in ((cluster(ttl=10.0, primary_start_timeout=3.0), 10.0),
+                              (cluster(ttl=10.0, primary_start_timeout=25.0), 25.0)):
+        _, actions = run_story([(DecisionDue(the_cluster, holder(role=PgRole.STOPPED)), NOW,
+                                 [A.RenewLease, A.StartStandby])])
+        assert actions[1].ready_within == wait  # type: ignore[attr-defined]
+
+
+def test_a_standby_left_recovering_that_becomes_consistent_runs() -> None:
+    memory, _ = run_story([
+        (StandbyStarting(), NOW, []),
+        (StandbyStarted("node2", recovering=True), NOW + 2, []),
+        (Gathered(FORMER, local("node1", role=PgRole.UNKNOWN, standby_mode=True, upstream="node2")), NOW + 2, []),
+        (Gathered(FORMER, local("node1", upstream="node2", streaming=True)), NOW + 3, []),
+        (Gathered(FORMER, local("node1", role=PgRole.STOPPED)), NOW + 9, []),  # a later crash: a plain restart
+        (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 9)), NOW + 9, [A.StartStandby]),
+    ])
+    assert not memory.standby_recovering and not memory.needs_rewind
+
+
+def test_a_standby_that_dies_before_it_is_consistent_failed_to_start() -> None:
+    """As a start that fails at once (ActionFailed): its timeline is compared with the holder's."""
+    memory, _ = run_story([
+        (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED)), NOW, [A.StartStandby]),
+        (StandbyStarting(), NOW, []),
+        (StandbyStarted("node2", recovering=True), NOW + 2, []),
+        (Gathered(FORMER, local("node1", role=PgRole.UNKNOWN, standby_mode=True, upstream="node2")), NOW + 2, []),
+        (Gathered(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 3)), NOW + 3, []),
+        (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 3)), NOW + 3, [A.Rewind]),
+    ])
+    assert memory.needs_rewind and memory.state is PgState.STOPPED and memory.upstream is None
+    assert not memory.standby_recovering
+
+
+def test_a_recovering_standby_we_stop_ourselves_did_not_fail_to_start() -> None:
+    memory, _ = run_story([
+        (StandbyStarted("node2", recovering=True), NOW, []),
+        (Stopping(), NOW + 1, []),
+        (Stopped(), NOW + 1, []),
+        (Gathered(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 1)), NOW + 1, []),
+        (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 1)), NOW + 1, [A.StartStandby]),
+    ])
+    assert not memory.needs_rewind and not memory.standby_recovering
 
 
 def test_a_standby_that_streams_again_forgets_the_not_needed_verdict() -> None:
@@ -152,7 +209,7 @@ def test_a_standby_that_failed_to_start_is_rewound_if_its_timeline_differs() -> 
     memory, _ = run_story([
         (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED)), NOW, [A.StartStandby]),
         (StandbyStarting(), NOW, []),
-        (ActionFailed(A.StartStandby("", "node2")), NOW + 1, []),
+        (ActionFailed(A.StartStandby("", "node2", 2.0)), NOW + 1, []),
         (DecisionDue(FORMER, local("node1", role=PgRole.STOPPED, now=NOW + 1)), NOW + 1, [A.Rewind]),
     ])
     assert memory.needs_rewind and memory.state is PgState.STOPPED

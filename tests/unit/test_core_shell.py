@@ -20,6 +20,7 @@ from raftpg.ha.observations import Observation
 from raftpg.ha.sync import BLOCKING_NAME
 from raftpg.ha.views import PgRole
 from raftpg.postgres.controldata import ClusterState
+from raftpg.postgres.instance import Started
 from tests.unit.api_fakes import make_settings
 from tests.unit.ha_views import NOW, cluster, lease, local, member
 
@@ -34,6 +35,7 @@ class World:
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # member -> its /patroni document
     cluster_state: ClusterState = ClusterState.SHUT_DOWN
     postmaster: int | None = 4242
+    started: Started = Started.READY  # how PostgresInstance.start ends
 
     # PostgresInstance
     def postmaster_pid(self) -> int | None:
@@ -48,6 +50,11 @@ class World:
     async def stop(self, mode: str, timeout: float) -> None:
         self.log.append(f"stop {mode}")
         self.postmaster = None
+
+    async def start(self, *, standby: bool, upstream: Any, ready_within: float | None = None, **_: Any) -> Started:
+        self.log.append(f"start {'standby' if standby else 'primary'} of {upstream.port} within {ready_within}")
+        self.postmaster = 4343
+        return self.started
 
     async def controldata(self, timeout: float) -> Any:
         self.log.append("controldata")
@@ -154,3 +161,20 @@ async def test_unclean_stop_at_shutdown_aborts_then_stops_and_releases() -> None
     await executor.shutdown([A.Switchover("shutting down", "node2", "shutdown")], holder_cluster, timeout=5)
     assert world.log == ["stop fast", "controldata", "clear failover shutdown", "disarm fence", "release lease",
                          "disarm fence"]
+
+
+async def test_a_standby_start_that_ends_recovering_is_remembered_as_such() -> None:
+    """The wait the core asked for goes to pg_ctl; a standby left recovering is 'starting', not running."""
+    world = World(postmaster=None, started=Started.RECOVERING)
+    executor, memory = shell(world)
+    follower = cluster(lease("node2", "i-node2"), members=list(WON.members.values()), retry_timeout=1.5)
+    result = await executor.carry_out(A.StartStandby("rejoining", "node2", 1.5), local("node1", role=PgRole.STOPPED),
+                                      follower)
+    assert result.succeeded and world.log == ["start standby of 5432 within 1.5"]
+    assert memory[0].standby_recovering and memory[0].state is PgState.STARTING and memory[0].upstream == "node2"
+    world.started = Started.READY
+    answer = await executor.serve("restart", [A.RestartPostgres("restart requested", primary=False, upstream="node2")],
+                                  local("node1"), follower)
+    assert answer == "restart done"
+    assert world.log[1:] == ["stop fast", "start standby of 5432 within 1.5"]  # an operator's restart: retry_timeout
+    assert not memory[0].standby_recovering and memory[0].state is PgState.RUNNING

@@ -238,9 +238,10 @@ class Chaos:
     def _failover_from(self, killed: str) -> bool:
         """Wait for another member to take over from the killed primary. The synchronous-set rule
         (DESIGN rule 5) may forbid every survivor: when the killed node is the only member known to
-        hold every acknowledged write, they wait for it. Seen for 2 ttl in a survivor's last decision
-        while the others cannot take over either (re-cloning, or their PostgreSQL still starting),
-        that ends the wait (False); the caller restarts the node, as systemd would."""
+        hold every acknowledged write, they wait for it; a survivor may also be unable to take over
+        for a time (re-cloning with no primary to clone from, or its PostgreSQL not consistent yet).
+        Every survivor's last decision saying one of these for 2 ttl ends the wait (False); the
+        caller restarts the node, as systemd would, and the fault's detail says so."""
         deadline = time.monotonic() + self.recovery_timeout
         blocked_since: float | None = None
         survivors = [name for name in self.cluster.nodes if name != killed]
@@ -249,9 +250,7 @@ class Chaos:
             if leader is not None and leader != killed:
                 return True
             decisions = [self._last_decision(name) for name in survivors]
-            held = [any(reason in d for reason in RULE_5_HOLDS) for d in decisions]
-            if any(held) and all(h or any(reason in d for reason in NO_CANDIDATE)
-                                 for h, d in zip(held, decisions, strict=True)):
+            if all(any(reason in d for reason in (*RULE_5_HOLDS, *NO_CANDIDATE)) for d in decisions):
                 blocked_since = blocked_since or time.monotonic()
                 if time.monotonic() - blocked_since > 2 * self.ttl:
                     logger.warning("no failover from %s: %s", killed, "; ".join(decisions))
@@ -275,9 +274,9 @@ class Chaos:
         if not self._failover_from(primary):
             self.cluster.start_node(primary)
             self.primary()
-            return Injected(f"{primary} killed; no other member took over: rule 5 held the race for {primary}, the "
-                            "only member known to hold every acknowledged write (the others were still "
-                            "rejoining); restarted, no rejoin to interrupt", time.monotonic())
+            return Injected(f"{primary} killed; no other member could take over (rule 5 held the race for "
+                            f"{primary}, or the others were still rejoining); restarted, no rejoin to interrupt",
+                            time.monotonic())
         self.writable()  # the new timeline has writes the old primary lacks
         if lose_data:
             shutil.rmtree(node.data_dir)

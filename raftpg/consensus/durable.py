@@ -144,6 +144,13 @@ class DurableJournal:
             fsync_path(self._meta_file)
             fsync_path(self._dir)
 
+    def setRaftCommitIndex(self, index: int) -> None:
+        # A follower reports the commit index with every append entries, heartbeats included, and
+        # FileJournal then rewrites its meta file at the next one-second timer even when the index
+        # is the same: an idle follower wrote and renamed a file every second for nothing.
+        if index != self._inner.getRaftCommitIndex():
+            self._inner.setRaftCommitIndex(index)
+
     def onOneSecondTimer(self) -> None:
         # Stores the commit index when it changed; failing there each second is the same full disk.
         with self._writing():

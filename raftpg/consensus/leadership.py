@@ -11,13 +11,17 @@ to the most caught-up follower.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from raftpg.consensus.model import Lease
 
 TRANSFER_RETRY = 2.0
 """Seconds between attempts: a transfer pysyncobj refused (target not caught up) is tried again."""
+REFUSED_WARN_AFTER = 30.0
+"""Seconds of refusals in a row to the same target after which an operator should look."""
 
 
 def leadership_target(lease: Lease, members: Mapping[str, Mapping[str, Any]], self_addr: str,
@@ -30,3 +34,26 @@ def leadership_target(lease: Lease, members: Mapping[str, Mapping[str, Any]], se
     if not isinstance(addr, str) or addr == self_addr or addr not in cluster_addrs:
         return None
     return addr
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """A run of refused transfers to one target (None: the most caught-up follower)."""
+
+    target: str | None
+    since: float
+    warned: bool = False
+
+
+def refusal_level(run: Refusals | None, target: str | None, now: float) -> tuple[Refusals, int]:
+    """How loudly to log one more refusal, and the run it extends.
+
+    A refusal is retried every TRANSFER_RETRY: logging each at INFO filled the log while a
+    target caught up. The first of a run is INFO, the rest DEBUG, except once at WARNING when
+    the run has lasted over REFUSED_WARN_AFTER (a replica that never catches up is a real
+    problem). A new target starts a new run; so does a success (the caller drops the run)."""
+    if run is None or run.target != target:
+        return Refusals(target, now), logging.INFO
+    if not run.warned and now - run.since > REFUSED_WARN_AFTER:
+        return Refusals(target, run.since, warned=True), logging.WARNING
+    return run, logging.DEBUG

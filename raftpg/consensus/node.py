@@ -29,7 +29,7 @@ from raftpg.clock import boottime
 from raftpg.consensus import state as st
 from raftpg.consensus.commands import Commands, request_id
 from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
-from raftpg.consensus.leadership import TRANSFER_RETRY, leadership_target
+from raftpg.consensus.leadership import TRANSFER_RETRY, Refusals, leadership_target, refusal_level
 from raftpg.consensus.machine import Published, StateMachine, copy_state
 from raftpg.consensus.model import Lease, RaftStatus, Snapshot
 from raftpg.consensus.outcome import Resolver, resolver_for
@@ -115,6 +115,7 @@ class RaftNode(Commands):
         self._leadership_checked_at = 0.0
         self._transfer_to: str | None = None
         self._transfer_not_before = 0.0
+        self._refusals: Refusals | None = None
         self._handing_off = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -208,6 +209,7 @@ class RaftNode(Commands):
         self._leadership_checked_at = now
         if not is_leader(obj):
             self._transfer_to = None
+            self._refusals = None
             return
         published = self._machine.published
         target = leadership_target(_lease_of(published), published.state["members"], self._self_addr,
@@ -216,16 +218,30 @@ class RaftNode(Commands):
             return
         if target == self._transfer_to and now < self._transfer_not_before:
             return
+        retry = target == self._transfer_to
         self._transfer_to = target
         self._transfer_not_before = now + TRANSFER_RETRY
         why = "the lease holder's replica" if target is not None else "the most caught-up follower"
-        logger.info("Raft leadership: handing it to %s (%s)", target or "the most caught-up follower", why)
-        obj.transferLeadership(target, callback=self._transfer_answered)
+        logger.log(logging.DEBUG if retry else logging.INFO, "Raft leadership: handing it to %s (%s)",
+                   target or "the most caught-up follower", why)
+        obj.transferLeadership(target, callback=lambda _result, error: self._transfer_answered(target, error))
 
-    def _transfer_answered(self, _result: Any, error: int) -> None:
-        if error != FAIL_REASON.SUCCESS:
-            logger.info("Raft leadership transfer to %s refused (error %s: not connected or not caught up); "
-                        "trying again in %.0fs", self._transfer_to or "a follower", error, TRANSFER_RETRY)
+    def _transfer_answered(self, target: str | None, error: int) -> None:
+        """Tick thread. A refusal is retried every TRANSFER_RETRY; leadership.refusal_level says
+        how loudly each is logged."""
+        if error == FAIL_REASON.SUCCESS:
+            self._refusals = None
+            return
+        now = boottime()
+        self._refusals, level = refusal_level(self._refusals, target, now)
+        to = target or "a follower"
+        if level == logging.WARNING:
+            logger.warning("Raft leadership transfer to %s still refused after %.0fs (error %s): its replica is "
+                           "not connected or not catching up; trying again every %.0fs", to,
+                           now - self._refusals.since, error, TRANSFER_RETRY)
+        else:
+            logger.log(level, "Raft leadership transfer to %s refused (error %s: not connected or not caught up); "
+                       "trying again every %.0fs, logging repeats at DEBUG", to, error, TRANSFER_RETRY)
 
     def tick_thread_alive(self) -> bool:
         return bool(self._syncobj is not None and self._syncobj.tick_thread_alive())

@@ -41,11 +41,17 @@ ELECTION_TIMEOUT_FACTORY = "_SyncObj__generateRaftTimeout"
 ELECTION_DEADLINE = "_SyncObj__raftElectionDeadline"
 RAFT_LOG = "_SyncObj__raftLog"
 election_clock = monotonic
-"""The clock pysyncobj's election deadlines are on."""
+"""The clock pysyncobj's election deadlines (and heartbeat times) are on."""
+# Replica's poller (replica.py): the attribute _onTick polls through, and what tells when the
+# next heartbeat is due and whether this replica leads.
+POLLER = "_poller"
+HEARTBEAT_DUE = "_SyncObj__newAppendEntriesTime"
+RAFT_STATE = "_SyncObj__raftState"
 
 # FileJournal: what DurableJournal calls and syncs, and where the term and vote are stored.
 JOURNAL_METHODS = (
     "add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm", "flush", "onOneSecondTimer",
+    "setRaftCommitIndex", "getRaftCommitIndex",
 )
 _META_SUFFIX = ".meta"
 # FileJournal keeps its records in a ResizableFile that it grows by mmap.resize (ftruncate): the
@@ -146,6 +152,14 @@ def reserve_journal_space(journal: Any, command: bytes) -> None:
     mapping.resize(new_size)
 
 
+def timed_work_due(obj: SyncObj) -> float:
+    """When (election_clock) Raft next has something to do without any message arriving: the
+    leader's next heartbeat, or a follower's or candidate's election deadline. Tick thread only."""
+    if getattr(obj, RAFT_STATE) == _STATE_LEADER:
+        return float(getattr(obj, HEARTBEAT_DUE))
+    return float(getattr(obj, ELECTION_DEADLINE))
+
+
 def destroy_unstarted(obj: SyncObj) -> None:
     """Release the journal and sockets of a replica whose tick thread never ran (its port did not
     bind): destroy() only asks the tick thread to do it."""
@@ -215,7 +229,10 @@ def _problems() -> list[str]:
     if not callable(getattr(SyncObj, ELECTION_TIMEOUT_FACTORY, None)):
         problems.append(f"SyncObj has no {ELECTION_TIMEOUT_FACTORY}()")
     init_names = SyncObj.__init__.__code__.co_names
-    problems += [f"SyncObj.__init__ sets no {name}" for name in (ELECTION_DEADLINE, RAFT_LOG) if name not in init_names]
+    problems += [f"SyncObj.__init__ sets no {name}" for name in (ELECTION_DEADLINE, RAFT_LOG, POLLER, HEARTBEAT_DUE,
+                                                                   RAFT_STATE) if name not in init_names]
+    if POLLER not in SyncObj._onTick.__code__.co_names:
+        problems.append("SyncObj._onTick no longer waits in self._poller.poll()")
     problems += [f"SyncObj has no {name}()" for name in _PUBLIC_METHODS if not callable(getattr(SyncObj, name, None))]
     file_journal = pysyncobj_journal.FileJournal
     problems += [

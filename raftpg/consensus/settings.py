@@ -19,6 +19,12 @@ TIMING_KEYS = (
     "leaderFallbackTimeout",
 )
 
+IDLE_TICK = "autoTickPeriod"
+"""An optional timing: the longest wait of an idle tick thread (replica.py: heartbeats and
+elections do not wait for it). It only paces reconnection attempts and leaving a stopped
+replica's loop, so by default it is half the reconnect interval, at most IDLE_TICK_MAX."""
+IDLE_TICK_MAX = 0.25
+
 JOURNAL_FILE = "raft.journal"
 DUMP_FILE = "raft.dump"
 
@@ -43,11 +49,12 @@ def derive_key(scope: str, password: str) -> str:
 
 
 def validate_timings(timings: Mapping[str, float]) -> dict[str, float]:
-    """Check the relations pysyncobj asserts, with messages a user can act on."""
+    """Check the relations pysyncobj asserts, with messages a user can act on; add the idle tick."""
     missing = [key for key in TIMING_KEYS if key not in timings]
     if missing:
         raise ValueError(f"Raft timings missing: {', '.join(missing)}")
     t = {key: float(timings[key]) for key in TIMING_KEYS}
+    t[IDLE_TICK] = float(timings.get(IDLE_TICK, min(IDLE_TICK_MAX, t["connectionRetryTime"] / 2)))
     if any(value <= 0 for value in t.values()):
         raise ValueError(f"Raft timings must be positive: {t}")
     if t["raftMinTimeout"] <= 3 * t["appendEntriesPeriod"]:

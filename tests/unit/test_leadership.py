@@ -1,11 +1,19 @@
-"""Raft leadership follows the lease: the pure rule (consensus/leadership.py)."""
+"""Raft leadership follows the lease: the pure rule (consensus/leadership.py), and how loudly a
+refused transfer is logged."""
 
 from __future__ import annotations
 
-import pytest
+import logging
+from pathlib import Path
 
-from raftpg.consensus.leadership import leadership_target
+import pytest
+from pysyncobj import FAIL_REASON
+
+from raftpg.consensus import RaftNode
+from raftpg.consensus import node as node_module
+from raftpg.consensus.leadership import TRANSFER_RETRY, Refusals, leadership_target, refusal_level
 from raftpg.consensus.model import Lease
+from raftpg.consensus.options import raft_timings
 
 pytestmark = pytest.mark.unit
 
@@ -35,3 +43,50 @@ def lease(holder: str | None, applied_at: float = 100.0, bootstrapping: bool = F
 )
 def test_leadership_target(the_lease: Lease, now: float, expected: str | None) -> None:
     assert leadership_target(the_lease, MEMBERS, ME, CLUSTER, now) == expected
+
+
+def test_refusals_are_said_once_then_quietly_then_warned_about_once() -> None:
+    levels = []
+    run = None
+    for now in (0.0, 2.0, 4.0, 30.0, 32.0, 34.0, 60.0):
+        run, level = refusal_level(run, OTHER, now)
+        levels.append(level)
+    info, debug, warning = logging.INFO, logging.DEBUG, logging.WARNING
+    assert levels == [info, debug, debug, debug, warning, debug, debug]
+    assert run is not None and run.since == 0.0
+
+
+def test_a_new_target_starts_a_new_run_of_refusals() -> None:
+    run, _ = refusal_level(None, OTHER, 0.0)
+    run, _ = refusal_level(run, OTHER, 40.0)
+    run, level = refusal_level(run, None, 42.0)
+    assert level == logging.INFO
+    assert run == Refusals(None, 42.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_node_logs_a_repeated_refusal_once_until_it_lasts_or_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    monkeypatch.setattr(node_module, "boottime", clock)
+    node = RaftNode(scope="s", self_addr=ME, partner_addrs=[ME, OTHER], data_dir=tmp_path, password="pw",
+                    timings=raft_timings(5))
+    caplog.set_level(logging.DEBUG, logger=node_module.__name__)
+    for _ in range(20):  # 40 s of refusals, one every TRANSFER_RETRY
+        node._transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
+        clock.now += TRANSFER_RETRY
+    node._transfer_answered(OTHER, FAIL_REASON.SUCCESS)
+    node._transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
+    levels = [record.levelno for record in caplog.records if "refused" in record.getMessage()]
+    assert levels.count(logging.INFO) == 2  # the first of each run
+    assert levels.count(logging.WARNING) == 1
+    assert levels.index(logging.WARNING) == 16  # the first refusal more than 30 s after the first
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert OTHER in warning.getMessage() and "32s" in warning.getMessage()

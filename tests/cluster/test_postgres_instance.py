@@ -554,6 +554,30 @@ def test_move_data_dir_aside(n3: Node) -> None:
     assert drive(n3, "state") == "missing"
 
 
+def test_a_standby_that_cannot_become_consistent_is_left_recovering(n1: Node) -> None:
+    """chaos 2026-12-06: `pg_ctl start -w` waited 60 s for a standby whose WAL was gone. A clone without
+    its WAL and with no upstream never becomes consistent: start returns after ready_within with the
+    postmaster running (it accepts no connections), and following an upstream that has the WAL heals it."""
+    node = Node("n4", free_port(), n1.base, n1.driver)
+    drive(node, "basebackup", source=n1.port)
+    segments = [f for f in (node.data_dir / "pg_wal").iterdir() if f.is_file() and len(f.name) == 24]
+    assert segments
+    for segment in segments:
+        segment.unlink()
+    began = time.monotonic()
+    assert drive(node, "start", standby=True, upstream=None, slot=None, ready_within=1) == "recovering"
+    waited = time.monotonic() - began
+    pid = drive(node, "pid")
+    assert pid is not None and process_alive(pid)
+    st = status(node)
+    assert st["running"] is False and st["postmaster_pid"] == pid and st["error"]  # not consistent yet
+    drive(node, "follow", upstream=n1.port)  # what the HA loop does for a recovering standby
+    wait_for(lambda: status(node)["running"], 30, "n4 consistent once it streams from n1", 0.2)
+    assert status(node)["in_recovery"] is True and drive(node, "pid") == pid  # the same postmaster
+    drive(node, "stop", mode="fast")
+    print(f"\nstart of a standby without its WAL returned after {waited:.1f}s (ready_within 1 s), left recovering")
+
+
 # ---------------------------------------------------------------------------------------------
 # Failover and rejoin (runs last: it turns n2 into the primary)
 
@@ -678,6 +702,7 @@ async def _run_op(spec: dict[str, Any], op: str, args: dict[str, Any], fences: d
                     slot=args["slot"],
                     parameters=params,
                     timeout=30,
+                    ready_within=args.get("ready_within"),
                 )
             case "stop":
                 return await pg.stop(args["mode"], timeout=args.get("timeout", 20))

@@ -3,9 +3,11 @@
 For each node: raftpg, its fence (the primary's only) and PostgreSQL (the postmaster and all its
 children, summed). RSS and PSS come from /proc/PID/smaps_rollup at the end of each window (PSS
 splits shared pages among the processes that map them, so it is what a process really costs);
-CPU is utime + stime over the window, in % of one core.
+CPU is utime + stime over the window, in % of one core; raftpg's is also split by thread: its
+main thread (the asyncio event loop: HA loop, REST API) and the others (pysyncobj's tick thread,
+and any short-lived helper thread such as asyncio's child watcher).
 
-Usage: python3 benchmarks/footprint.py [--quick] [--ttl 5] [--loop-wait 1] [--label NAME]
+Usage: python3 benchmarks/footprint.py [--quick] [--idle-only] [--ttl 5] [--loop-wait 1] [--label NAME]
 Writes benchmarks/results/footprint-<label>.json (or --output PATH).
 """
 
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +50,7 @@ class Usage:
     rss_mib: float
     pss_mib: float
     cpu_percent: float
+    main_thread_cpu_percent: float | None = None  # raftpg only: the event loop's share
 
 
 def _rollup(pid: int) -> tuple[float, float] | None:
@@ -72,6 +75,17 @@ def _cpu_ticks(pid: int) -> int | None:
         return None
     fields = text[text.rfind(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (all threads)
+
+
+def _main_thread_ticks(pid: int) -> int | None:
+    """CPU ticks of the process's main thread alone (its task has the process's id)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def _fence_pid(node: Node) -> int | None:
@@ -99,6 +113,7 @@ def _measure(cluster: LocalCluster, seconds: float) -> dict[str, dict[str, Usage
         name: {kind: {pid: _cpu_ticks(pid) for pid in pids} for kind, pids in _processes(node).items()}
         for name, node in cluster.nodes.items()
     }
+    main_start = {pid: _main_thread_ticks(pid) for kinds in start.values() for pid in kinds["raftpg"]}
     began = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - began
@@ -120,7 +135,13 @@ def _measure(cluster: LocalCluster, seconds: float) -> dict[str, dict[str, Usage
                 before = start[name][kind].get(pid)
                 # A process born during the window (a pgbench backend) counts from its start.
                 ticks += now - (before if before is not None else 0)
-            result[name][kind] = Usage(counted, round(rss, 1), round(pss, 1), round(100 * ticks / _TICKS / elapsed, 2))
+            main = None
+            if kind == "raftpg" and counted == 1:
+                before_main, now_main = main_start.get(pids[0]), _main_thread_ticks(pids[0])
+                if before_main is not None and now_main is not None:
+                    main = round(100 * (now_main - before_main) / _TICKS / elapsed, 2)
+            result[name][kind] = Usage(counted, round(rss, 1), round(pss, 1), round(100 * ticks / _TICKS / elapsed, 2),
+                                       main)
     return result
 
 
@@ -133,43 +154,57 @@ def _pgbench(cluster: LocalCluster, primary: str, args: Iterable[str]) -> subpro
 
 def _print(phase: str, usage: Mapping[str, Mapping[str, Usage]], primary: str) -> None:
     print(f"\n{phase}: RSS / PSS MiB, CPU % of a core (primary {primary})")
-    print(f"{'node':<7} {'process':<9} {'n':>3} {'RSS':>7} {'PSS':>7} {'CPU%':>6}")
+    print(f"{'node':<7} {'process':<9} {'n':>3} {'RSS':>7} {'PSS':>7} {'CPU%':>6}  event loop / other threads")
     for name, kinds in usage.items():
         for kind, u in kinds.items():
             if u.processes:
-                print(f"{name:<7} {kind:<9} {u.processes:>3} {u.rss_mib:>7.1f} {u.pss_mib:>7.1f} {u.cpu_percent:>6.2f}")
+                split = "" if u.main_thread_cpu_percent is None else \
+                    f"  {u.main_thread_cpu_percent:.2f} / {u.cpu_percent - u.main_thread_cpu_percent:.2f}"
+                print(f"{name:<7} {kind:<9} {u.processes:>3} {u.rss_mib:>7.1f} {u.pss_mib:>7.1f} {u.cpu_percent:>6.2f}"
+                      f"{split}")
 
 
-def run(*, quick: bool, ttl: float, loop_wait: float, output: Path) -> dict[str, object]:
+def _under_pgbench(cluster: LocalCluster, primary: str, window: Window) -> tuple[dict[str, dict[str, Usage]], str]:
+    """Usage while pgbench -c 4 runs on the primary, and pgbench's tps line."""
+    init = _pgbench(cluster, primary, ["-i", "-s", "1", "-q"])
+    if init.wait(120) != 0:
+        raise RuntimeError(f"pgbench -i failed: {init.stdout.read().decode() if init.stdout else ''}")
+    duration = int(window.settle + window.measure + 10)
+    pgbench = _pgbench(cluster, primary, ["-c", str(_PGBENCH_CLIENTS), "-T", str(duration), "-n"])
+    try:
+        time.sleep(window.settle)
+        loaded = _measure(cluster, window.measure)
+        _print(f"pgbench -c {_PGBENCH_CLIENTS}", loaded, primary)
+        pgbench.wait(duration + 60)
+        output = pgbench.stdout.read().decode() if pgbench.stdout else ""
+        tps = next((line for line in output.splitlines() if "tps" in line), "")
+        print(tps)
+        return loaded, tps
+    finally:
+        if pgbench.poll() is None:
+            pgbench.kill()
+            pgbench.wait(10)
+
+
+def run(*, quick: bool, ttl: float, loop_wait: float, output: Path, idle_only: bool = False,
+        measure: float | None = None) -> dict[str, object]:
     window = Window(settle=5, measure=15) if quick else Window(settle=20, measure=60)
+    if measure is not None:
+        window = replace(window, measure=measure)
     base = Path(tempfile.mkdtemp(prefix="raftpg-footprint-"))
     base.chmod(0o777)
     cluster = LocalCluster(base_dir=base, ttl=ttl, loop_wait=loop_wait, retry_timeout=max(1.0, ttl / 4))
     cluster.start()
-    pgbench: subprocess.Popen[bytes] | None = None
+    loaded: dict[str, dict[str, Usage]] = {}
+    tps = ""
     try:
         primary = cluster.wait_healthy(120)
         time.sleep(window.settle)
         idle = _measure(cluster, window.measure)
         _print("idle", idle, primary)
-        init = _pgbench(cluster, primary, ["-i", "-s", "1", "-q"])
-        if init.wait(120) != 0:
-            raise RuntimeError(f"pgbench -i failed: {init.stdout.read().decode() if init.stdout else ''}")
-        duration = int(window.settle + window.measure + 10)
-        pgbench = _pgbench(cluster, primary, ["-c", str(_PGBENCH_CLIENTS), "-T", str(duration), "-n"])
-        time.sleep(window.settle)
-        loaded = _measure(cluster, window.measure)
-        _print(f"pgbench -c {_PGBENCH_CLIENTS}", loaded, primary)
-        pgbench.wait(duration + 60)
-        tps = next(
-            (line for line in (pgbench.stdout.read().decode() if pgbench.stdout else "").splitlines() if "tps" in line),
-            "",
-        )
-        print(tps)
+        if not idle_only:
+            loaded, tps = _under_pgbench(cluster, primary, window)
     finally:
-        if pgbench is not None and pgbench.poll() is None:
-            pgbench.kill()
-            pgbench.wait(10)
         cluster.stop()
         cluster.remove()
     result: dict[str, object] = {
@@ -178,7 +213,7 @@ def run(*, quick: bool, ttl: float, loop_wait: float, output: Path) -> dict[str,
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent, check=False
         ).stdout.strip(),
         "python": sys.version.split()[0],
-        "settings": {"ttl": ttl, "loop_wait": loop_wait, "quick": quick, **asdict(window)},
+        "settings": {"ttl": ttl, "loop_wait": loop_wait, "quick": quick, "idle_only": idle_only, **asdict(window)},
         "primary": primary,
         "idle": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in idle.items()},
         "pgbench": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in loaded.items()},
@@ -193,6 +228,8 @@ def run(*, quick: bool, ttl: float, loop_wait: float, output: Path) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 s settle and 15 s windows instead of 20 and 60")
+    parser.add_argument("--idle-only", action="store_true", help="skip the pgbench phase")
+    parser.add_argument("--measure", type=float, default=None, help="seconds of each measuring window")
     parser.add_argument("--ttl", type=float, default=5)
     parser.add_argument("--loop-wait", type=float, default=1)
     parser.add_argument("--label", default=None, help="results file name: footprint-<label>.json")
@@ -200,7 +237,8 @@ def main() -> None:
     args = parser.parse_args()
     label = args.label or ("quick" if args.quick else f"ttl{args.ttl:g}")
     output = args.output or RESULTS / f"footprint-{label}.json"
-    run(quick=args.quick, ttl=args.ttl, loop_wait=args.loop_wait, output=output)
+    run(quick=args.quick, ttl=args.ttl, loop_wait=args.loop_wait, output=output, idle_only=args.idle_only,
+        measure=args.measure)
 
 
 if __name__ == "__main__":

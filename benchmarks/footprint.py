@@ -67,25 +67,23 @@ def _rollup(pid: int) -> tuple[float, float] | None:
     return fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024
 
 
-def _cpu_ticks(pid: int) -> int | None:
+def _stat_ticks(stat: str) -> int | None:
+    """utime + stime from a /proc stat file, or None if the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rfind(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (all threads)
-
-
-def _main_thread_ticks(pid: int) -> int | None:
-    """CPU ticks of the process's main thread alone (its task has the process's id)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+        with open(stat) as f:
             text = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = text[text.rfind(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    return _stat_ticks(f"/proc/{pid}/stat")  # all threads
+
+
+def _main_thread_ticks(pid: int) -> int | None:
+    return _stat_ticks(f"/proc/{pid}/task/{pid}/stat")  # the main thread's task has the process's id
 
 
 def _fence_pid(node: Node) -> int | None:

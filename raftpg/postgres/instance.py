@@ -32,6 +32,7 @@ from raftpg.postgres.conffiles import KEEP, STANDBY_SIGNAL, ConfFiles, Keep
 from raftpg.postgres.controldata import ControlData, read_controldata
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError, QueryFailed, StartFailed
+from raftpg.postgres.receiver_title import receiver_from_titles
 from raftpg.postgres.rewind import RewindOutcome, RewindResult
 from raftpg.postgres.session import PgSession, Statement
 from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
@@ -423,7 +424,8 @@ class PostgresInstance:
     # -- queries ------------------------------------------------------------------------------
 
     async def status(self, timeout: float) -> PgStatus:
-        """Never raises for an unreachable server: that is reported in the status."""
+        """Never raises for an unreachable server: that is reported in the status; one that refuses
+        queries (a standby not consistent yet) with whether its WAL receiver streams (receiver_title)."""
         pid = self.postmaster_pid()
         if pid is None:
             await self._session.close()
@@ -433,7 +435,9 @@ class PostgresInstance:
         except TimeoutError:
             return PgStatus(running=False, postmaster_pid=pid, error=f"no answer within {timeout:.1f}s")
         except QueryFailed as exc:
-            return PgStatus(running=False, postmaster_pid=pid, error=str(exc))
+            # E.g. a standby not consistent yet: whether WAL still arrives shows in a process title.
+            return PgStatus(running=False, postmaster_pid=pid, error=str(exc),
+                            wal_receiver=receiver_from_titles(pid))
 
     async def execute(
         self, query: Statement, params: Params | None = None, *, timeout: float

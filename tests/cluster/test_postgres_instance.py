@@ -571,6 +571,7 @@ def test_a_standby_that_cannot_become_consistent_is_left_recovering(n1: Node) ->
     assert pid is not None and process_alive(pid)
     st = status(node)
     assert st["running"] is False and st["postmaster_pid"] == pid and st["error"]  # not consistent yet
+    assert st["wal_receiver"] is None  # no upstream: nothing streams (read from the process titles)
     drive(node, "follow", upstream=n1.port)  # what the HA loop does for a recovering standby
     wait_for(lambda: status(node)["running"], 30, "n4 consistent once it streams from n1", 0.2)
     assert status(node)["in_recovery"] is True and drive(node, "pid") == pid  # the same postmaster

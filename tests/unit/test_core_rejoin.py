@@ -24,7 +24,7 @@ from raftpg.ha.observations import (
     Stopped,
     Stopping,
 )
-from raftpg.ha.views import PgRole
+from raftpg.ha.views import LocalView, PgRole
 from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.rewind import RewindOutcome, RewindResult
 from tests.unit.ha_views import NOW, cluster, holder, lease, local, member, run_story
@@ -154,6 +154,22 @@ def test_a_standby_start_waits_only_retry_timeout_for_consistency() -> None:
         _, actions = run_story([(DecisionDue(the_cluster, holder(role=PgRole.STOPPED)), NOW,
                                  [A.RenewLease, A.StartStandby])])
         assert actions[1].ready_within == wait  # type: ignore[attr-defined]
+
+
+def test_a_recovering_standby_that_streams_is_never_stuck() -> None:
+    """Its WAL receiver's title says WAL arrives (PostgresInstance.status): slow to become consistent
+    after a rewind is not the WAL being gone, however long it takes."""
+    def streaming(at: float) -> LocalView:
+        return local("node1", role=PgRole.UNKNOWN, standby_mode=True, upstream="node2", streaming=True, now=at)
+
+    memory, _ = run_story([
+        (StandbyStarted("node2", recovering=True), NOW, []),
+        (Gathered(FORMER, streaming(NOW + 1)), NOW + 1, []),
+        (Gathered(FORMER, streaming(NOW + 40)), NOW + 40, []),
+        (DecisionDue(FORMER, streaming(NOW + 40)), NOW + 40, [A.Idle]),
+    ], Memory(rewind_not_needed_from="node2", rewound=True))
+    assert memory.not_streaming_since is None and memory.rewind_not_needed_from is None
+    assert memory.standby_recovering
 
 
 def test_a_standby_left_recovering_that_becomes_consistent_runs() -> None:

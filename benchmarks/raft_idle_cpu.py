@@ -9,8 +9,8 @@ no HA loop: what is left is the Raft replica's own cost. Prints each replica's t
 (from /proc/self/task/TID/stat, % of one core) idle for --seconds, the latency of sequential lease
 renewals proposed on the leader and on a follower, and the time from freezing the Raft leader's
 tick thread (a paused or hung process: its connections stay open, nothing answers) until another
-replica has committed an entry as the new leader. Run it with PYTHONPATH pointing at another
-checkout to measure that one with the same code.
+replica has committed an entry as the new leader. To measure another revision the same way, copy
+this file and tests/raft/conftest.py into its checkout and run it there.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from raftpg.consensus import NoQuorum, RaftNode, validate_timings
 from raftpg.consensus.options import raft_timings
 from raftpg.devcluster import free_ports
+from tests.raft.conftest import freeze
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -49,24 +49,6 @@ class Figures:
     renew_ms_leader: dict[str, float]
     renew_ms_follower: dict[str, float]
     election_s: list[float]
-
-
-class _Frozen:
-    """Stands in for a replica's poller: the tick thread blocks in poll() until released."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-
-    def subscribe(self, descr: Any, callback: Any, event_mask: int) -> None:
-        self.inner.subscribe(descr, callback, event_mask)
-
-    def unsubscribe(self, descr: Any) -> None:
-        self.inner.unsubscribe(descr)
-
-    def poll(self, timeout: float) -> None:
-        self.release.wait()
-        self.inner.poll(0)
 
 
 def _thread_ticks(tid: int) -> int:
@@ -137,28 +119,26 @@ async def _renewals(node: RaftNode, name: str, count: int, ttl: float) -> list[f
 
 
 async def _election(nodes: Sequence[RaftNode]) -> float:
-    """Freeze the leader's tick thread; seconds until another replica committed as leader."""
+    """Freeze the leader's tick thread; seconds from when it stopped until another replica
+    committed as leader."""
     leader = await _leader(nodes)
-    obj = leader._syncobj
-    frozen = _Frozen(obj._poller)
-    obj._poller = frozen
-    began = time.monotonic()
+    frozen, thaw = freeze(leader)
     try:
         others = [n for n in nodes if n is not leader]
+        began = time.monotonic()
         while True:
             new = [n for n in others if n.raft_status().is_leader]
-            if new:
+            if new and frozen.frozen_at is not None:
                 try:
                     await new[0].barrier(timeout=2)
                 except NoQuorum:
                     continue
-                return time.monotonic() - began
+                return time.monotonic() - frozen.frozen_at
             if time.monotonic() - began > 30:
                 raise RuntimeError("no new leader within 30 s")
             await asyncio.sleep(0.005)
     finally:
-        obj._poller = frozen.inner
-        frozen.release.set()
+        thaw()
         await _leader(nodes)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,8 +42,9 @@ async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -
 class Cluster:
     """N replicas, each with its own address and data directory, restartable in place."""
 
-    def __init__(self, root: Path, size: int) -> None:
+    def __init__(self, root: Path, size: int, timings: Mapping[str, float] | None = None) -> None:
         self.root = root
+        self.timings = dict(timings or timings_for_tests())
         self.addrs = [f"127.0.0.1:{port}" for port in free_ports(size)]
         self.nodes: list[RaftNode | None] = [None] * size
         self.changes = [0] * size
@@ -69,7 +73,7 @@ class Cluster:
             partner_addrs=self.addrs if partners is None else partners,
             data_dir=self.data_dir(i),
             password=password,
-            timings=timings_for_tests(),
+            timings=self.timings,
             on_change=changed,
             joining=joining,
         )
@@ -99,6 +103,42 @@ class Cluster:
         index = self.leader_index()
         assert index is not None
         return index
+
+
+class FrozenPoller:
+    """Stands in for a replica's poller: its tick thread blocks in poll() until released, as in a
+    paused or hung process: its connections stay open, nothing is sent or answered."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.release = threading.Event()
+        self.frozen_at: float | None = None  # time.monotonic() when the tick thread stopped
+
+    def subscribe(self, descr: Any, callback: Any, event_mask: int) -> None:
+        self.inner.subscribe(descr, callback, event_mask)
+
+    def unsubscribe(self, descr: Any) -> None:
+        self.inner.unsubscribe(descr)
+
+    def poll(self, timeout: float) -> None:
+        if self.frozen_at is None:
+            self.frozen_at = time.monotonic()
+        self.release.wait()
+        self.inner.poll(0)
+
+
+def freeze(node: RaftNode) -> tuple[FrozenPoller, Callable[[], None]]:
+    """Freeze node's tick thread at its next poll (the tick it is in, heartbeat and all, still
+    runs: frozen_at says when it stopped); returns the poller and what thaws it."""
+    obj = node._syncobj
+    frozen = FrozenPoller(obj._poller)
+    obj._poller = frozen
+
+    def thaw() -> None:
+        obj._poller = frozen.inner
+        frozen.release.set()
+
+    return frozen, thaw
 
 
 @pytest.fixture

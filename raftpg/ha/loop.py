@@ -50,6 +50,7 @@ from raftpg.ha.observations import (
     ShutdownRequested,
 )
 from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.process_exit import PostmasterWatch
 from raftpg.ha.publishing import heartbeat_interval, should_publish
 from raftpg.ha.records import member_record, node_status, system_identifier
 from raftpg.ha.status import NodeStatus
@@ -70,7 +71,6 @@ from raftpg.postgres.status import PgStatus
 
 logger = logging.getLogger(__name__)
 
-POSTMASTER_WATCH_INTERVAL = 0.1
 ORPHAN_WAIT = 0.5  # seconds a cycle waits for the backends of a killed postmaster to exit
 SWITCHOVER_CYCLE = 0.1  # seconds between cycles while a switchover is under way
 # Actions after which PostgreSQL's role, state and upstream are what they were before.
@@ -102,6 +102,8 @@ class HaLoop:
         self._last_decision = ""
         self._status = NodeStatus(name=settings.name, scope=settings.scope, role="unknown", state="starting",
                                   tags=settings.tags)
+        self._postmaster_watch = PostmasterWatch(pg.postmaster_pid, lambda: self._status.pg_running,
+                                                 self._postmaster_exited)
         self.cycles = 0
         self._publishing: asyncio.Task[None] | None = None
 
@@ -152,7 +154,7 @@ class HaLoop:
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
         await self._probe_required_watchdog()
-        watcher = asyncio.create_task(self._watch_postmaster())
+        watcher = asyncio.create_task(self._postmaster_watch.run())
         peer_check = asyncio.create_task(self._check_peers())
         try:
             while not self._stopping:
@@ -175,15 +177,12 @@ class HaLoop:
                         await task
             await self.http.close()
 
-    async def _watch_postmaster(self) -> None:
-        """Notice a dead postmaster within 100 ms: health answers must not say 'running' after it
-        died, and a crashed primary is restarted at once rather than at the next tick."""
-        while True:
-            await asyncio.sleep(POSTMASTER_WATCH_INTERVAL)
-            if self._status.pg_running and self.pg.postmaster_pid() is None:
-                logger.warning("PostgreSQL exited (postmaster gone); running an HA cycle now")
-                self._status = replace(self._status, pg_running=False, state="stopped", lease_deadline=None)
-                self.wake()
+    def _postmaster_exited(self) -> None:
+        """Health answers must not say 'running' after the postmaster died, and a crashed primary
+        is restarted at once rather than at the next tick (process_exit.PostmasterWatch)."""
+        logger.warning("PostgreSQL exited (postmaster gone); running an HA cycle now")
+        self._status = replace(self._status, pg_running=False, state="stopped", lease_deadline=None)
+        self.wake()
 
     async def _check_peers(self) -> None:
         """Ask every other member's REST API for its status now and then, so a TLS or
@@ -273,6 +272,7 @@ class HaLoop:
         deadline = self.lease.deadline if self.lease.holds(boottime()) else None
         self._status = node_status(self.settings, local, pg_status, cluster, self.memory, deadline,
                                    self._last_decision, boottime())
+        self._postmaster_watch.status_changed()
         await self._steer_watchdog(config)
         return again
 

@@ -21,8 +21,8 @@ from raftpg.clock import boottime
 from raftpg.fence.protocol import (
     FIFO_NAME,
     LOG_NAME,
-    MODULE,
     PID_NAME,
+    START_CODE,
     SUBCOMMAND,
     Deadline,
     Disarm,
@@ -59,12 +59,12 @@ def read_record(run_dir: Path) -> FenceRecord | None:
 
 def fence_command() -> list[str]:
     """How to start the fence: the single-file build runs itself with the hidden `fence`
-    subcommand; otherwise the same interpreter runs the module, without site (-S: .pth files
-    cost the fence up to 4 MiB of its 10 MiB; it needs only the standard library and raftpg,
-    found through PYTHONPATH, see _fence_environment)."""
+    subcommand; otherwise the same interpreter runs the fence's main (START_CODE says why not
+    `-m`), without site (-S: .pth files cost the fence up to 4 MiB of its 10 MiB; it needs only
+    the standard library and raftpg, found through PYTHONPATH, see _fence_environment)."""
     if getattr(sys, "frozen", False):
         return [sys.executable, SUBCOMMAND]
-    return [sys.executable, "-S", "-m", MODULE]
+    return [sys.executable, "-S", "-c", START_CODE]
 
 
 def _fence_environment() -> dict[str, str]:

@@ -9,30 +9,33 @@ spawned, e.g. an archive_command). The postmaster is SIGSTOPped first so it can 
 new children nor die and leave orphans we could no longer find by their parent.
 
 The fence process imports this, so it keeps to small modules (see protocol.py); the /proc readers
-it needs are raftpg.procfs.
+it needs are raftpg.procfs, its signals fence/signals.py; no contextlib either (see process.py).
 """
 
-import contextlib
 import os
-import signal
 import time
 
+from raftpg.fence import signals
 from raftpg.procfs import children_of, stat_fields
 
 _STOP_WAIT = 0.05
 
 
 def _kill_with_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    try:
         if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
-        os.kill(pid, signal.SIGKILL)
+            os.killpg(pid, signals.SIGKILL)
+        os.kill(pid, signals.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def kill_postmaster_tree(pid: int) -> list[int]:
     """SIGKILL the postmaster, all its children and their process groups; returns the PIDs hit."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGSTOP)
+    try:
+        os.kill(pid, signals.SIGSTOP)
+    except ProcessLookupError:
+        pass
     end = time.monotonic() + _STOP_WAIT
     while time.monotonic() < end:
         fields = stat_fields(pid)

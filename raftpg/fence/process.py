@@ -7,23 +7,24 @@ still there QUIT_GRACE later, SIGKILL of it and of every child, see kill.py). A 
 that renews in time finds the same fence through its pid file and feeds it, and nothing is
 stopped.
 
-Run: python -m raftpg.fence.process --run-dir DIR --postmaster-pid PID --deadline BOOTTIME
-[--data-dir D] (`raftpg fence ...` in the single-file build). It runs on every primary for as
-long as it is primary, so it stays small: the standard library modules the interpreter loads
-anyway plus raftpg.fence: no argparse, logging, pathlib or dataclasses (together about
-5 MiB of RSS).
+Run: python -S -c "<protocol.START_CODE>" --run-dir DIR --postmaster-pid PID --deadline BOOTTIME
+[--data-dir D] (`raftpg fence ...` in the single-file build; `python -m raftpg.fence.process`
+works too). It runs on every primary for as long as it is primary, so it stays small: the
+standard library modules a bare interpreter loads plus raftpg.fence: no argparse, logging,
+pathlib or dataclasses (together about 5 MiB of RSS), no contextlib (with the collections and
+functools it pulls in, 0.6 MiB: hence try/except where suppress() would do), no signal
+(signals.py).
 """
 
-import contextlib
 import fcntl
 import os
 import select
-import signal
 import stat
 import sys
 import time
 from types import FrameType
 
+from raftpg.fence import signals
 from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.fence.protocol import (
     FIFO_NAME,
@@ -85,8 +86,10 @@ class _Fence:
 
     def run(self) -> int:
         fifo = os.path.join(self.run_dir, FIFO_NAME)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkfifo(fifo, 0o600)
+        except FileExistsError:
+            pass
         if not stat.S_ISFIFO(os.stat(fifo).st_mode):
             self.log("ERROR", f"{fifo} is not a FIFO; not starting")
             return 2
@@ -140,8 +143,10 @@ class _Fence:
             f"(postmaster {pid}): SIGQUIT (immediate shutdown), SIGKILL after {QUIT_GRACE:.1f}s",
         )
         backends = [_Guarded(child) for child in children_of(pid)]
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
+        try:
+            os.kill(pid, signals.SIGQUIT)
+        except ProcessLookupError:
+            pass
         if _wait_gone(self.guarded, QUIT_GRACE):
             self.log("ERROR", f"fencing: postmaster {pid} exited on SIGQUIT")
         else:
@@ -170,9 +175,12 @@ def _wait_gone(guarded: _Guarded, timeout: float) -> bool:
 
 def _remove_if_ours(pid_file: str, record: str) -> None:
     """Remove the pid file unless a successor has replaced it."""
-    with contextlib.suppress(FileNotFoundError), open(pid_file) as file:
-        if file.read() == record:
-            os.unlink(pid_file)
+    try:
+        with open(pid_file) as file:
+            if file.read() == record:
+                os.unlink(pid_file)
+    except FileNotFoundError:
+        pass
 
 
 class _Args:
@@ -218,9 +226,9 @@ def main(argv: list[str]) -> int:
         log("WARNING", f"terminated by signal {signum}; PostgreSQL is no longer fenced")
         raise SystemExit(0)
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signals.ignore(signals.SIGINT)
+    signals.ignore(signals.SIGHUP)
+    signals.handle(signals.SIGTERM, on_sigterm)
 
     lock_fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
     try:

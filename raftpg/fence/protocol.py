@@ -17,9 +17,13 @@ LOCK_NAME = "fence.lock"
 LOG_NAME = "fence.log"
 
 MODULE = "raftpg.fence.process"
+START_CODE = f"import sys; from {MODULE} import main; sys.exit(main(sys.argv[1:]))"
+"""What `python -S -c` runs to start the fence: `-m` would load runpy, importlib.util, contextlib
+and collections first, 0.9 MiB of the fence's 10."""
 SUBCOMMAND = "fence"  # `raftpg fence ...` in the single-file build
-# A fence started by raftpg before the fence package existed speaks the same protocol: a daemon
-# upgraded in place must find and feed it, not try to start a second one beside it.
+# Fences started by earlier raftpg versions (`-m MODULE`, or this module before the fence package
+# existed) speak the same protocol: a daemon upgraded in place must find and feed them, not try to
+# start a second one beside them.
 _LEGACY_MODULE = "raftpg.postgres.fence"
 
 POLL_INTERVAL = 0.2  # how late the fence may notice a passed deadline or a vanished postmaster
@@ -84,5 +88,6 @@ def record_text(pid: int, postmaster_pid: int) -> str:
 
 def is_fence_cmdline(cmdline: list[str], run_dir: str) -> bool:
     """True if this command line is a fence guarding run_dir (a reused PID is something else)."""
-    started_as_fence = MODULE in cmdline or _LEGACY_MODULE in cmdline or cmdline[1:2] == [SUBCOMMAND]
+    started_as_fence = (START_CODE in cmdline or MODULE in cmdline or _LEGACY_MODULE in cmdline
+                        or cmdline[1:2] == [SUBCOMMAND])
     return started_as_fence and run_dir in cmdline

@@ -4,8 +4,8 @@ No PostgreSQL here (tests/cluster/test_postgres_instance.py has that); this chec
 and its client end to end in about a second, and that the fence imports nothing heavy.
 """
 
+import ast
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from raftpg.clock import boottime
+from raftpg.fence import client, protocol
 from raftpg.fence.client import FenceClient
 from raftpg.poll import wait_until
 from raftpg.procfs import process_alive
@@ -69,17 +70,22 @@ def test_fed_fence_is_reused_and_disarms_without_touching_its_process(
     assert postmaster.poll() is None, "a disarmed fence must leave PostgreSQL alone"
 
 
-def test_the_fence_process_imports_only_the_standard_library_its_package_and_procfs() -> None:
-    probe = (
-        "import json, sys; import raftpg.fence.process; "
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('raftpg', 'asyncio', 'psycopg'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True)
-    assert json.loads(out.stdout) == [
+def test_the_fence_process_imports_only_small_standard_modules_its_package_and_procfs() -> None:
+    """The fence's RSS budget (README "Footprint"): started as the daemon starts it, its
+    interpreter holds no enum (signal), contextlib/collections (runpy, suppress) or anything
+    heavier, and of raftpg only the fence package and procfs."""
+    probe = protocol.START_CODE.replace("sys.exit(main(sys.argv[1:]))", "print(sorted(sys.modules))")
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env=client._fence_environment(),
+                         capture_output=True, text=True, timeout=30, check=True)
+    loaded = set(ast.literal_eval(out.stdout))
+    assert sorted(m for m in loaded if m.split(".")[0] in ("raftpg", "asyncio", "psycopg")) == [
         "raftpg",
         "raftpg.fence",
         "raftpg.fence.kill",
         "raftpg.fence.process",
         "raftpg.fence.protocol",
+        "raftpg.fence.signals",
         "raftpg.procfs",
     ]
+    assert loaded.isdisjoint({"enum", "signal", "contextlib", "collections", "runpy", "typing", "dataclasses",
+                              "pathlib", "json", "logging"})

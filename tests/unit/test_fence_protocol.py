@@ -66,7 +66,9 @@ def test_the_fence_command_line() -> None:
 @pytest.mark.parametrize(
     ("cmdline", "expected"),
     [
+        (["python3", "-S", "-c", protocol.START_CODE, "--run-dir", "/r"], True),
         (["python3", "-m", "raftpg.fence.process", "--run-dir", "/r"], True),
+        (["python3", "-S", "-c", protocol.START_CODE, "--run-dir", "/other"], False),
         (["/usr/bin/raftpg", "fence", "--run-dir", "/r"], True),
         (["python3", "-m", "raftpg.postgres.fence", "--run-dir", "/r"], True),
         (["python3", "-m", "raftpg.fence.process", "--run-dir", "/other"], False),
@@ -79,6 +81,7 @@ def test_a_fence_is_recognised_by_its_command_line_and_run_dir(cmdline: list[str
 
 
 def test_fence_command_in_the_single_file_build_and_from_source(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert client.fence_command()[1:] == ["-S", "-m", "raftpg.fence.process"]
+    assert client.fence_command()[1:] == ["-S", "-c", protocol.START_CODE]
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     assert client.fence_command()[1:] == ["fence"]
+

@@ -65,11 +65,6 @@ logger = logging.getLogger(__name__)
 
 SELF_RENEWING = (AcquireLease, RenewLease, ReleaseLease, Bootstrap, Switchover)
 
-# Slots a replica keeps for the other members hold WAL from where it has replayed, no further back.
-ADVANCE_STANDBY_SLOTS = (
-    "SELECT pg_replication_slot_advance(slot_name, pg_last_wal_replay_lsn()) FROM pg_replication_slots "
-    "WHERE slot_type = 'physical' AND NOT active AND restart_lsn < pg_last_wal_replay_lsn()"
-)
 SYNC_POLL_INTERVAL = 0.02
 
 
@@ -182,9 +177,7 @@ class Executor(Transitions):
                 return ActionResult(True, False)
             case EnsureSlots():
                 await self.pg.ensure_slots(action.members | action.permanent, timeout=config.retry_timeout,
-                                           keep=action.permanent)
-                if local.role is PgRole.REPLICA:
-                    await self.pg.execute(ADVANCE_STANDBY_SLOTS, timeout=config.retry_timeout)
+                                           keep=action.permanent, advance=local.role is PgRole.REPLICA)
                 return ActionResult(True, False)
             case RemoveMember():
                 logger.warning("%s", action.reason)

@@ -20,7 +20,7 @@ from typing import Any
 
 from raftpg.clock import boottime
 from raftpg.config import ConfigError, DynamicConfig, Settings
-from raftpg.consensus import ConsensusError, RaftNode
+from raftpg.consensus import ConsensusError, RaftNode, Snapshot
 from raftpg.fence.client import FenceClient
 from raftpg.ha.actions import (
     AcquireLease,
@@ -137,7 +137,10 @@ class HaLoop:
         """The dynamic configuration in force, parsed once per version (every set_config bumps it)
         and shared, immutable, by the loop, the executor (through the cluster view of the cycle, so
         one cycle decides and acts on one version) and the REST API."""
-        snap = self.raft.snapshot()
+        return self._config_of(self.raft.snapshot())
+
+    def _config_of(self, snap: Snapshot) -> DynamicConfig:
+        """config() of a snapshot the caller already holds (each snapshot is a deep copy)."""
         cached = self._parsed_config
         if cached is not None and cached[0] == snap.config_version:
             return cached[1]
@@ -201,9 +204,9 @@ class HaLoop:
         self._wake.set()
 
     async def _sleep(self, started: float) -> None:
-        config = self.config()
-        delay = max(0.0, started + config.loop_wait - boottime())
         snap = self.raft.snapshot()
+        config = self._config_of(snap)
+        delay = max(0.0, started + config.loop_wait - boottime())
         lease = snap.lease
         if _switchover_imminent(snap.failover, time.time(), config.loop_wait):
             # The old primary waits on our published position (rule 4): keep it fresh.
@@ -218,8 +221,8 @@ class HaLoop:
 
     async def cycle(self) -> bool:
         """One HA cycle. Returns True when the next one should run at once."""
-        config = self.config()
         snap = self.raft.snapshot()
+        config = self._config_of(snap)
         pg_status = await self.pg.status(timeout=config.retry_timeout)
         if not pg_status.running:
             await self.pg.wait_orphans_gone(ORPHAN_WAIT)

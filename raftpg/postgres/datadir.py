@@ -22,14 +22,15 @@ class DataDirState(enum.Enum):
 
 
 def data_dir_state(data_dir: Path) -> DataDirState:
+    """Read every HA cycle: the usual answer, INITIALIZED, costs two stat calls and no listing."""
+    if (data_dir / "PG_VERSION").is_file() and (data_dir / "global" / "pg_control").is_file():
+        return DataDirState.INITIALIZED
     if not data_dir.exists():
         return DataDirState.MISSING
     if not data_dir.is_dir():
         return DataDirState.INVALID
     if not any(data_dir.iterdir()):
         return DataDirState.EMPTY
-    if (data_dir / "PG_VERSION").is_file() and (data_dir / "global" / "pg_control").is_file():
-        return DataDirState.INITIALIZED
     return DataDirState.INVALID
 
 

@@ -12,13 +12,10 @@ import enum
 import logging
 import math
 import os
-import shutil
 import signal
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from psycopg import sql
 from psycopg.abc import Params
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
@@ -26,7 +23,7 @@ from psycopg.rows import TupleRow
 from raftpg.config import Address, PostgresSettings
 from raftpg.fence.kill import kill_postmaster_tree
 from raftpg.poll import async_wait_until
-from raftpg.postgres import conf, datadir
+from raftpg.postgres import conf, datadir, provision
 from raftpg.postgres.command import command_env, run_command
 from raftpg.postgres.conffiles import KEEP, STANDBY_SIGNAL, ConfFiles, Keep
 from raftpg.postgres.controldata import ControlData, read_controldata
@@ -34,6 +31,7 @@ from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import CommandFailed, CommandTimeout, PostgresError, QueryFailed, StartFailed
 from raftpg.postgres.receiver_title import receiver_from_titles
 from raftpg.postgres.rewind import RewindOutcome, RewindResult
+from raftpg.postgres.serverlog import log_size, log_tail
 from raftpg.postgres.session import PgSession, Statement
 from raftpg.postgres.slots import SlotChanges, SlotInfo, ensure_slots, list_slots
 from raftpg.postgres.status import PgStatus, query_status
@@ -41,9 +39,6 @@ from raftpg.procfs import process_alive
 
 logger = logging.getLogger(__name__)
 
-# initdb options raftpg sets itself.
-_OWNED_INITDB_OPTIONS = ("-D", "--pgdata", "-U", "--username", "--pwfile", "-W", "--pwprompt", "-A", "--auth")
-_LOG_TAIL_LINES = 30
 _KILL_WAIT = 5.0
 PROMOTE_POLL = 0.01
 
@@ -146,81 +141,25 @@ class PostgresInstance:
     # -- creating a data directory -----------------------------------------------------------
 
     async def initdb(self, options: Sequence[str], timeout: float) -> None:
-        """Create a new cluster; the superuser gets its password and SCRAM auth from the start."""
+        """Create a new cluster (provision.initdb)."""
         self._require_empty("initdb")
-        for option in options:
-            if option.split("=", 1)[0] in _OWNED_INITDB_OPTIONS or option.startswith("--auth"):
-                raise ValueError(f"initdb option {option!r} is set by raftpg")
-        self._make_data_dir()
-        su = self.settings.superuser
-        argv = [self._bin("initdb"), "-D", str(self.data_dir), "--username", su.username]
-        # Without a password the daemon reaches the superuser by peer authentication.
-        argv += ["--auth-local=" + ("scram-sha-256" if su.password else "peer"), "--auth-host=scram-sha-256"]
-        pwfile = None
-        try:
-            if su.password:
-                fd, pwfile = tempfile.mkstemp(prefix=".raftpg-pw-", dir=self.data_dir.parent)  # mode 0600
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(su.password + "\n")
-                argv.append(f"--pwfile={pwfile}")
-            await run_command([*argv, *options], timeout=timeout)
-        finally:
-            if pwfile is not None:
-                os.unlink(pwfile)
-        await asyncio.to_thread(self._files.adopt_base_conf)
-        await asyncio.to_thread(self._files.write_file, "pg_hba.conf", self._files.pg_hba())
-        logger.info("initdb created %s", self.data_dir)
+        await provision.initdb(self.settings, self._files, options, timeout)
 
     async def bootstrap_roles(self, timeout: float) -> None:
         """Create (or update) the replication role on a fresh primary; idempotent."""
-        repl = self.settings.replication
-        if repl.username == self.settings.superuser.username:
-            return
-        password: sql.Composable = sql.SQL("NULL")
-        if repl.password:
-            verifier = await self._session.encrypt_password(repl.username, repl.password, timeout=timeout)
-            password = sql.Literal(verifier)
-        exists = await self._session.fetch(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (repl.username,), timeout=timeout
-        )
-        statement = sql.SQL("{} ROLE {} WITH LOGIN REPLICATION PASSWORD {}").format(
-            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(repl.username), password
-        )
-        await self._session.fetch(statement, timeout=timeout)
-        logger.info("replication role %s %s", repl.username, "updated" if exists else "created")
+        await provision.bootstrap_roles(self.settings, self._session, timeout)
 
     async def basebackup(self, source: Address, timeout: float, *, slot: str | None = None) -> None:
         """Clone the data directory from source; the clone is marked standby at once."""
         state = self._require_empty("basebackup")
-        self._make_data_dir()
+        provision.make_data_dir(self.data_dir)
         self._cloning = True
         self.clone_marker.touch()
         try:
-            await self._basebackup(source, timeout, state, slot)
+            await provision.basebackup(self.settings, self._files, self.member_name, source, timeout, state, slot)
         finally:
             self.clone_marker.unlink(missing_ok=True)
             self._cloning = False
-
-    async def _basebackup(self, source: Address, timeout: float, state: DataDirState, slot: str | None) -> None:
-        repl = self.settings.replication
-        conninfo = make_conninfo("", host=source.host, port=source.port, user=repl.username,
-                                 application_name=self.member_name, connect_timeout=5)
-        argv = [self._bin("pg_basebackup"), "-D", str(self.data_dir), "-d", conninfo]
-        argv += ["-X", "stream", "-c", "fast", "-w", "--no-manifest"]
-        if slot is not None:
-            argv += ["-S", slot]
-        try:
-            await run_command(argv, timeout=timeout, env=command_env(password=repl.password or None))
-        except PostgresError:
-            # Our own half-made copy holds no data worth keeping; restore the previous state.
-            logger.error("basebackup from %s failed; removing the partial copy in %s", source, self.data_dir)
-            await asyncio.to_thread(shutil.rmtree, self.data_dir, True)
-            if state is DataDirState.EMPTY:
-                self._make_data_dir()
-            raise
-        await asyncio.to_thread(self._files.adopt_base_conf)
-        await asyncio.to_thread(self._files.set_standby_signal, True)
-        logger.info("cloned %s from %s%s", self.data_dir, source, f" using slot {slot}" if slot else "")
 
     # -- running the server ------------------------------------------------------------------
 
@@ -259,7 +198,7 @@ class PostgresInstance:
         await self._wait_dead_postmaster_reaped(timeout / 2)
         await asyncio.to_thread(self._files.write, parameters, upstream, slot, locked)
         await asyncio.to_thread(self._files.set_standby_signal, standby)
-        log_offset = self._log_size()
+        log_offset = log_size(self.log_path)
         wait = max(1, math.floor(deadline - loop.time()))
         if ready_within is not None:
             wait = max(1, min(wait, math.floor(ready_within)))
@@ -270,7 +209,7 @@ class PostgresInstance:
         except (CommandFailed, CommandTimeout) as exc:
             running = self.postmaster_pid()
             if not standby or running is None:
-                raise StartFailed(f"PostgreSQL did not start: {exc}\n{self._log_tail(log_offset)}") from exc
+                raise StartFailed(f"PostgreSQL did not start: {exc}\n{log_tail(self.log_path, log_offset)}") from exc
             logger.warning("started PostgreSQL as standby%s (postmaster %s), not consistent yet after %ss: "
                            "left recovering", f" of {upstream}" if upstream else "", running, wait)
             return Started.RECOVERING
@@ -449,14 +388,14 @@ class PostgresInstance:
         return await list_slots(self._session, timeout)
 
     async def ensure_slots(
-        self, names: Iterable[str], timeout: float, *, keep: Iterable[str] = ()
+        self, names: Iterable[str], timeout: float, *, keep: Iterable[str] = (), advance: bool = False
     ) -> SlotChanges:
-        """On the primary: a physical slot for every member in names (member or slot names,
-        sanitised with slot_name_for), none for ourselves; other physical slots are dropped
-        unless listed in keep."""
+        """A physical slot for every member in names (member or slot names, sanitised with
+        slot_name_for), none for ourselves; other physical slots are dropped unless listed in
+        keep. advance=True, on a standby: its inactive slots advance to its replay position."""
         own = conf.slot_name_for(self.member_name)
         wanted = {conf.slot_name_for(name) for name in names} - {own}
-        return await ensure_slots(self._session, wanted, keep, timeout)
+        return await ensure_slots(self._session, wanted, keep, timeout, advance=advance)
 
     async def close(self) -> None:
         await self._session.close()
@@ -478,10 +417,6 @@ class PostgresInstance:
             raise PostgresError(f"cannot {action}: PostgreSQL is not running")
         return pid
 
-    def _make_data_dir(self) -> None:
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-
     async def _wait_dead_postmaster_reaped(self, timeout: float) -> None:
         """Wait until a killed postmaster is reaped. PostgreSQL takes a zombie named in
         postmaster.pid for a running server and refuses to start; deleting the lock file is no
@@ -492,21 +427,6 @@ class PostgresInstance:
         logger.info("waiting for the killed postmaster %d to be reaped", pid)
         if not await _wait_gone(pid, timeout, reaped=True):
             logger.warning("postmaster %d is still a zombie; its parent does not reap it", pid)
-
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _log_tail(self, offset: int) -> str:
-        try:
-            with self.log_path.open("rb") as handle:
-                handle.seek(offset)
-                lines = handle.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return f"(no server log at {self.log_path})"
-        return f"last lines of {self.log_path}:\n" + "\n".join(lines[-_LOG_TAIL_LINES:])
 
 
 async def _wait_gone(pid: int, timeout: float, *, reaped: bool = False) -> bool:

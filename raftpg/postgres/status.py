@@ -1,6 +1,8 @@
-"""A snapshot of the local PostgreSQL as the HA loop needs it, read in three short queries."""
+"""A snapshot of the local PostgreSQL as the HA loop needs it, read in one query."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from raftpg.postgres.lsn import parse_lsn, parse_optional_lsn
 from raftpg.postgres.session import PgSession
@@ -61,9 +63,11 @@ class PgStatus:
         return self.wal_receiver.upstream if self.wal_receiver is not None else None
 
 
-# pg_walfile_name() is refused during recovery, hence the CASE; on a primary the current WAL
-# file names the timeline being written (the checkpoint's lags right after a promote).
-_MAIN_QUERY = """
+# One round trip: the HA loop reads this every cycle on every member. pg_walfile_name() is
+# refused during recovery, hence the CASE; on a primary the current WAL file names the timeline
+# being written (the checkpoint's lags right after a promote). The WAL receiver (at most one row)
+# and the standbys streaming from us come as JSON arrays, which psycopg decodes.
+_STATUS_QUERY = """
 SELECT pg_is_in_recovery(),
        (SELECT system_identifier FROM pg_control_system()),
        (SELECT timeline_id FROM pg_control_checkpoint()),
@@ -74,19 +78,13 @@ SELECT pg_is_in_recovery(),
        pg_last_wal_replay_lsn()::text,
        (SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings),
        current_setting('server_version_num')::int,
-       current_setting('synchronous_standby_names')
-"""
-
-_RECEIVER_QUERY = """
-SELECT status, sender_host, sender_port, received_tli, flushed_lsn::text
-FROM pg_stat_wal_receiver
-"""
-
-_REPLICATION_QUERY = """
-SELECT application_name, state, coalesce(sync_state, ''),
-       write_lsn::text, flush_lsn::text, replay_lsn::text
-FROM pg_stat_replication
-ORDER BY application_name
+       current_setting('synchronous_standby_names'),
+       (SELECT json_build_array(status, sender_host, sender_port, received_tli, flushed_lsn::text)
+        FROM pg_stat_wal_receiver LIMIT 1),
+       (SELECT json_agg(json_build_array(application_name, state, coalesce(sync_state, ''),
+                                         write_lsn::text, flush_lsn::text, replay_lsn::text)
+                        ORDER BY application_name)
+        FROM pg_stat_replication)
 """
 
 
@@ -95,8 +93,34 @@ def _max_lsn(*values: int | None) -> int | None:
     return max(present) if present else None
 
 
-async def query_status(session: PgSession, postmaster_pid: int, timeout: float) -> PgStatus:
-    """Read the status of a server whose postmaster is alive; raises QueryFailed."""
+def _receiver(row: Sequence[Any] | None) -> WalReceiverInfo | None:
+    if row is None:
+        return None
+    status, host, port, received_tli, flushed = row
+    return WalReceiverInfo(
+        status=status,
+        upstream=f"{host}:{port}" if host is not None else None,
+        received_tli=received_tli,
+        flushed_lsn=parse_optional_lsn(flushed),
+    )
+
+
+def _replication(rows: Sequence[Sequence[Any]] | None) -> tuple[ReplicationRow, ...]:
+    return tuple(
+        ReplicationRow(
+            application_name=name,
+            state=state,
+            sync_state=sync_state,
+            write_lsn=parse_optional_lsn(write),
+            flush_lsn=parse_optional_lsn(flush),
+            replay_lsn=parse_optional_lsn(replay),
+        )
+        for name, state, sync_state, write, flush, replay in rows or ()
+    )
+
+
+def parse_status(row: Sequence[Any], postmaster_pid: int) -> PgStatus:
+    """The PgStatus of one row of _STATUS_QUERY (JSON columns already decoded)."""
     (
         in_recovery,
         system_identifier,
@@ -108,19 +132,10 @@ async def query_status(session: PgSession, postmaster_pid: int, timeout: float) 
         pending_restart,
         server_version,
         sync_names,
-    ) = (await session.fetch(_MAIN_QUERY, timeout=timeout))[0]
-    receiver_rows = await session.fetch(_RECEIVER_QUERY, timeout=timeout)
-    replication_rows = await session.fetch(_REPLICATION_QUERY, timeout=timeout)
-
-    receiver = None
-    if receiver_rows:
-        status, host, port, received_tli, flushed = receiver_rows[0]
-        receiver = WalReceiverInfo(
-            status=status,
-            upstream=f"{host}:{port}" if host is not None else None,
-            received_tli=received_tli,
-            flushed_lsn=parse_optional_lsn(flushed),
-        )
+        receiver_row,
+        replication_rows,
+    ) = row
+    receiver = _receiver(receiver_row)
     receive_lsn = parse_optional_lsn(receive_text)
     replay_lsn = parse_optional_lsn(replay_text)
     if in_recovery:
@@ -140,18 +155,13 @@ async def query_status(session: PgSession, postmaster_pid: int, timeout: float) 
         receive_lsn=receive_lsn,
         replay_lsn=replay_lsn,
         wal_receiver=receiver,
-        replication=tuple(
-            ReplicationRow(
-                application_name=name,
-                state=state,
-                sync_state=sync_state,
-                write_lsn=parse_optional_lsn(write),
-                flush_lsn=parse_optional_lsn(flush),
-                replay_lsn=parse_optional_lsn(replay),
-            )
-            for name, state, sync_state, write, flush, replay in replication_rows
-        ),
+        replication=_replication(replication_rows),
         pending_restart=pending_restart,
         server_version=server_version,
         synchronous_standby_names=sync_names,
     )
+
+
+async def query_status(session: PgSession, postmaster_pid: int, timeout: float) -> PgStatus:
+    """Read the status of a server whose postmaster is alive; raises QueryFailed."""
+    return parse_status((await session.fetch(_STATUS_QUERY, timeout=timeout))[0], postmaster_pid)

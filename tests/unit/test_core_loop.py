@@ -87,7 +87,8 @@ class World:
     async def reload(self, parameters: dict[str, str], timeout: float, **kw: Any) -> None:
         self.log.append("reload")
 
-    async def ensure_slots(self, names: frozenset[str], timeout: float, keep: frozenset[str]) -> None:
+    async def ensure_slots(self, names: frozenset[str], timeout: float, keep: frozenset[str],
+                           advance: bool = False) -> None:
         self.log.append(f"slots {sorted(names)}")
 
     # FenceClient

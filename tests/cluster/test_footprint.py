@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/footprint.py --quick: it runs end to end on a real 3-node cluster and
-records every kind of process. The figures themselves belong to the benchmark, not to a test."""
+"""Smoke test of benchmarks/footprint.py --quick with 3-second windows: it runs end to end on a
+real 3-node cluster, idle and under pgbench, and records every kind of process. The figures
+themselves belong to the benchmark, not to a test."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "footprint.py"
 
 def test_footprint_quick_measures_raftpg_the_fence_and_postgres(tmp_path: Path) -> None:
     output = tmp_path / "footprint.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--output", str(output)], check=True, timeout=360)
+    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--measure", "3", "--output", str(output)], check=True, timeout=360)
     result = json.loads(output.read_text())
     primary = result["primary"]
     for phase in ("idle", "pgbench"):

@@ -67,6 +67,32 @@ def _rollup(pid: int) -> tuple[float, float] | None:
     return fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024
 
 
+_TOP_MAPPINGS = 12
+
+
+def _rss_by_mapping(pid: int) -> dict[str, float]:
+    """Where one process's RSS lives, in MiB, largest first: anonymous memory (the Python heap,
+    thread stacks, C allocations), then each mapped file (shared libraries: the same text pages
+    other processes map count here in full) by name; the rest summed as "other files"."""
+    sizes: dict[str, int] = {}
+    mapping = "anonymous"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                fields = line.split()
+                if fields[0] == "Rss:":
+                    sizes[mapping] = sizes.get(mapping, 0) + int(fields[1])
+                elif not fields[0].endswith(":") and "-" in fields[0]:  # a mapping's header line
+                    path = fields[5] if len(fields) > 5 else ""
+                    mapping = "anonymous" if path in ("", "[heap]", "[stack]") else os.path.basename(path)
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    ranked = sorted(sizes.items(), key=lambda item: -item[1])
+    top = {name: round(kib / 1024, 1) for name, kib in ranked[:_TOP_MAPPINGS]}
+    top["other files"] = round(sum(kib for _, kib in ranked[_TOP_MAPPINGS:]) / 1024, 1)
+    return top
+
+
 def _stat_ticks(stat: str) -> int | None:
     """utime + stime from a /proc stat file, or None if the process is gone."""
     try:
@@ -195,11 +221,15 @@ def run(*, quick: bool, ttl: float, loop_wait: float, output: Path, idle_only: b
     cluster.start()
     loaded: dict[str, dict[str, Usage]] = {}
     tps = ""
+    mappings: dict[str, float] = {}
     try:
         primary = cluster.wait_healthy(120)
         time.sleep(window.settle)
         idle = _measure(cluster, window.measure)
         _print("idle", idle, primary)
+        raftpg_pid = cluster.nodes[primary].raftpg_pid()
+        mappings = _rss_by_mapping(raftpg_pid) if raftpg_pid else {}
+        print(f"\nidle RSS of the primary's raftpg by mapping (MiB): {mappings}")
         if not idle_only:
             loaded, tps = _under_pgbench(cluster, primary, window)
     finally:
@@ -216,6 +246,7 @@ def run(*, quick: bool, ttl: float, loop_wait: float, output: Path, idle_only: b
         "idle": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in idle.items()},
         "pgbench": {name: {kind: asdict(u) for kind, u in kinds.items()} for name, kinds in loaded.items()},
         "pgbench_tps": tps,
+        "primary_raftpg_rss_by_mapping_mib": mappings,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "footprint.py"
 
 def test_footprint_quick_measures_raftpg_the_fence_and_postgres(tmp_path: Path) -> None:
     output = tmp_path / "footprint.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--measure", "3", "--output", str(output)], check=True, timeout=360)
+    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--measure", "3", "--output", str(output)],
+                   check=True, timeout=360)
     result = json.loads(output.read_text())
     primary = result["primary"]
     for phase in ("idle", "pgbench"):
@@ -29,3 +30,5 @@ def test_footprint_quick_measures_raftpg_the_fence_and_postgres(tmp_path: Path) 
             assert kinds["postgres"]["processes"] >= 2, "a postmaster and its auxiliary processes"
             assert kinds["fence"]["processes"] == (1 if name == primary else 0), "only the primary is fenced"
     assert "tps" in result["pgbench_tps"]
+    mappings = result["primary_raftpg_rss_by_mapping_mib"]
+    assert mappings["anonymous"] > 0 and any(name.startswith("libpython") for name in mappings)

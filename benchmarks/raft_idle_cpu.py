@@ -24,10 +24,11 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from raftpg.consensus import NoQuorum, RaftNode, validate_timings
 from raftpg.consensus.options import raft_timings
@@ -51,18 +52,18 @@ class Figures:
     election_s: list[float]
 
 
-def _thread_ticks(tid: int) -> int:
+def thread_ticks(tid: int) -> int:
     with open(f"/proc/self/task/{tid}/stat") as f:
         text = f.read()
     fields = text[text.rfind(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
 
 
-def _tick_thread(node: RaftNode) -> int:
+def tick_thread_id(node: RaftNode) -> int:
     return int(node._syncobj._SyncObj__thread.native_id)
 
 
-def _summary(samples: Sequence[float]) -> dict[str, float]:
+def summary(samples: Sequence[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
         "median": round(statistics.median(ordered), 2),
@@ -71,7 +72,7 @@ def _summary(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
-async def _leader(nodes: Sequence[RaftNode], timeout: float = 10.0) -> RaftNode:
+async def leader_of(nodes: Sequence[RaftNode], timeout: float = 10.0) -> RaftNode:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         leaders = [n for n in nodes if n.raft_status().is_leader]
@@ -82,23 +83,23 @@ async def _leader(nodes: Sequence[RaftNode], timeout: float = 10.0) -> RaftNode:
 
 
 async def _idle_cpu(nodes: Sequence[RaftNode], seconds: float) -> tuple[float, list[float], float]:
-    leader = await _leader(nodes)
-    tids = {node: _tick_thread(node) for node in nodes}
+    leader = await leader_of(nodes)
+    tids = {node: tick_thread_id(node) for node in nodes}
     main = threading.get_native_id()
-    start = {node: _thread_ticks(tid) for node, tid in tids.items()}
-    main_start = _thread_ticks(main)
+    start = {node: thread_ticks(tid) for node, tid in tids.items()}
+    main_start = thread_ticks(main)
     began = time.monotonic()
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - began
-    if (await _leader(nodes)) is not leader:
+    if (await leader_of(nodes)) is not leader:
         raise RuntimeError("the Raft leader changed while idle")
 
     def percent(ticks: int) -> float:
         return round(100 * ticks / _TICKS / elapsed, 3)
 
-    usage = {node: percent(_thread_ticks(tid) - start[node]) for node, tid in tids.items()}
+    usage = {node: percent(thread_ticks(tid) - start[node]) for node, tid in tids.items()}
     followers = [usage[node] for node in nodes if node is not leader]
-    return usage[leader], followers, percent(_thread_ticks(main) - main_start)
+    return usage[leader], followers, percent(thread_ticks(main) - main_start)
 
 
 async def _renewals(node: RaftNode, name: str, count: int, ttl: float) -> list[float]:
@@ -121,7 +122,7 @@ async def _renewals(node: RaftNode, name: str, count: int, ttl: float) -> list[f
 async def _election(nodes: Sequence[RaftNode]) -> float:
     """Freeze the leader's tick thread; seconds from when it stopped until another replica
     committed as leader."""
-    leader = await _leader(nodes)
+    leader = await leader_of(nodes)
     frozen, thaw = freeze(leader)
     try:
         others = [n for n in nodes if n is not leader]
@@ -139,16 +140,20 @@ async def _election(nodes: Sequence[RaftNode]) -> float:
             await asyncio.sleep(0.005)
     finally:
         thaw()
-        await _leader(nodes)
+        await leader_of(nodes)
 
 
 @contextlib.asynccontextmanager
-async def loopback_replicas(count: int, timings: dict[str, float]) -> AsyncIterator[list[RaftNode]]:
-    """`count` replicas of one Raft cluster on loopback, started and with a leader; stopped after."""
+async def loopback_replicas(count: int, timings: dict[str, float],
+                            on_change: Callable[[int], Callable[[], None]] | None = None,
+                            ) -> AsyncIterator[list[RaftNode]]:
+    """`count` replicas of one Raft cluster on loopback, started and with a leader; stopped after.
+    on_change(index) gives replica index's on_change callback."""
     with tempfile.TemporaryDirectory(prefix="raftpg-idle-cpu-") as tmp:
         addrs = [f"127.0.0.1:{port}" for port in free_ports(count)]
         nodes = [RaftNode(scope="bench", self_addr=addr, partner_addrs=addrs, data_dir=Path(tmp) / f"r{index}",
-                          password="benchmark password", timings=timings) for index, addr in enumerate(addrs)]
+                          password="benchmark password", timings=timings,
+                          on_change=on_change(index) if on_change else None) for index, addr in enumerate(addrs)]
         try:
             for node in nodes:
                 await node.start()
@@ -164,14 +169,21 @@ async def measure(ttl: float, members: int, seconds: float, rounds: int, renewal
     async with loopback_replicas(members, timings) as nodes:
         await asyncio.sleep(1.0)
         leader_cpu, follower_cpu, loop_cpu = await _idle_cpu(nodes, seconds)
-        leader = await _leader(nodes)
+        leader = await leader_of(nodes)
         follower = next(n for n in nodes if n is not leader)
         on_leader = await _renewals(leader, "on-leader", renewals, ttl)
         on_follower = await _renewals(follower, "on-follower", renewals, ttl)
         elections = [round(await _election(nodes), 3) for _ in range(rounds)]
     # As the replicas ran them: validate_timings adds the idle tick where the code has one.
     return Figures(ttl, members, seconds, dict(validate_timings(timings)), leader_cpu, follower_cpu, loop_cpu,
-                   _summary(on_leader), _summary(on_follower), elections)
+                   summary(on_leader), summary(on_follower), elections)
+
+
+def write_result(path: Path, figures: Any) -> None:
+    """The figures (a dataclass) as JSON, dated."""
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **asdict(figures)}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -192,9 +204,7 @@ def main() -> None:
     print(f"leader frozen -> new leader committed, s: {figures.election_s} "
           f"(median {statistics.median(figures.election_s):.3f})")
     if args.json:
-        result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), **asdict(figures)}
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_result(args.json, figures)
 
 
 if __name__ == "__main__":

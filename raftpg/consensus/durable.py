@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,6 +41,15 @@ EXIT_JOURNAL_FAILED = 75
 """raftpg's exit status when its Raft journal cannot be written (EX_TEMPFAIL: restart it later)."""
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+COMMIT_INDEX_STORE_EVERY = 10.0
+"""Seconds between two stores of a moved commit index alone. pysyncobj rewrites its meta file
+(written aside, renamed) each second the commit index moved, which on a cluster committing
+anything (an idle one renews its lease every loop_wait) is every second on every replica. That
+index only says how far a restarted replica may apply its journal before it hears from a leader;
+Raft keeps it in volatile state, a stale one is safe (it applies the rest once a leader tells it),
+it was never synced, and raftpg acts only after its start-up barrier anyway. Term and vote are
+still stored, and synced, before setCurrentTerm returns."""
 
 
 class JournalWriteError(ConsensusError):
@@ -89,12 +100,15 @@ class DurableJournal:
     """Delegates to pysyncobj's journal; syncs after every change pysyncobj relies on."""
 
     def __init__(self, inner: Any, journal_file: Path, dump_file: Path,
-                 on_failure: Callable[[JournalWriteError], None] = stop_process) -> None:
+                 on_failure: Callable[[JournalWriteError], None] = stop_process,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._inner = inner
         self._meta_file = meta_file(journal_file)
         self._dump_file = dump_file
         self._dir = journal_file.parent
         self._on_failure = on_failure
+        self._clock = clock
+        self._commit_index_stored_at = -math.inf
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -152,9 +166,23 @@ class DurableJournal:
             self._inner.setRaftCommitIndex(index)
 
     def onOneSecondTimer(self) -> None:
-        # Stores the commit index when it changed; failing there each second is the same full disk.
+        # Stores the commit index when it changed, at most every COMMIT_INDEX_STORE_EVERY; failing
+        # there is the same full disk as anywhere else.
+        now = self._clock()
+        if now - self._commit_index_stored_at < COMMIT_INDEX_STORE_EVERY:
+            return
+        self._commit_index_stored_at = now
         with self._writing():
             self._inner.onOneSecondTimer()
+
+    def _destroy(self) -> None:
+        # A replica stopped on purpose stores its last commit index first: restarted, it applies its
+        # whole journal at once instead of waiting for a leader to say how far.
+        try:
+            self._inner.onOneSecondTimer()
+        except OSError as exc:
+            logger.warning("%s", describe(self._dir, exc))
+        self._inner._destroy()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

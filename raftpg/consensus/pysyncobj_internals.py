@@ -51,7 +51,7 @@ RAFT_STATE = "_SyncObj__raftState"
 # FileJournal: what DurableJournal calls and syncs, and where the term and vote are stored.
 JOURNAL_METHODS = (
     "add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm", "flush", "onOneSecondTimer",
-    "setRaftCommitIndex", "getRaftCommitIndex",
+    "setRaftCommitIndex", "getRaftCommitIndex", "_destroy",
 )
 _META_SUFFIX = ".meta"
 # FileJournal keeps its records in a ResizableFile that it grows by mmap.resize (ftruncate): the
@@ -164,6 +164,11 @@ def destroy_unstarted(obj: SyncObj) -> None:
     """Release the journal and sockets of a replica whose tick thread never ran (its port did not
     bind): destroy() only asks the tick thread to do it."""
     obj._doDestroy()
+
+
+def cluster_addrs(obj: SyncObj, self_addr: str) -> set[str]:
+    """The Raft addresses of the cluster as this replica knows it, its own included."""
+    return {node.address for node in obj.otherNodes} | {self_addr}
 
 
 def is_leader(obj: SyncObj) -> bool:

@@ -1,5 +1,6 @@
 """The tick thread sleeps until Raft has work (replica.DuePoller), an idle follower no longer
-rewrites its meta file every second (DurableJournal.setRaftCommitIndex), and the idle tick is
+rewrites its meta file every second (DurableJournal.setRaftCommitIndex), a busy one stores its
+commit index every COMMIT_INDEX_STORE_EVERY instead of every second, and the idle tick is
 derived from the reconnect interval (settings.validate_timings)."""
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObjConf, SyncObjConsumer
-from pysyncobj.journal import FileJournal
+from pysyncobj.journal import FileJournal, MetaStorer
 
 from raftpg.consensus import pysyncobj_internals as internals
-from raftpg.consensus.durable import DurableJournal
+from raftpg.consensus.durable import COMMIT_INDEX_STORE_EVERY, DurableJournal
 from raftpg.consensus.options import raft_timings
 from raftpg.consensus.replica import DUE_SLACK, DuePoller, Replica, wait_for
 from raftpg.consensus.settings import IDLE_TICK, IDLE_TICK_MAX, validate_timings
@@ -86,22 +87,67 @@ def test_a_replica_polls_through_the_due_poller_until_its_election_deadline(tmp_
 def test_an_unchanged_commit_index_does_not_rewrite_the_meta_file(tmp_path: Path) -> None:
     path = tmp_path / "raft.journal"
     inner = FileJournal(str(path))
-    journal = DurableJournal(inner, path, tmp_path / "raft.dump")
+    now = [0.0]
+    journal = DurableJournal(inner, path, tmp_path / "raft.dump", clock=lambda: now[0])
     meta = internals.meta_file(path)
     try:
         journal.setRaftCommitIndex(5)
         journal.onOneSecondTimer()
         written = meta.stat().st_ino  # the meta file is written aside and renamed: a new inode
-        for _ in range(3):  # heartbeats repeating the same commit index
+        for _ in range(3):  # heartbeats repeating the same commit index, a second apart
+            now[0] += COMMIT_INDEX_STORE_EVERY
             journal.setRaftCommitIndex(5)
             journal.onOneSecondTimer()
         assert meta.stat().st_ino == written
+        now[0] += COMMIT_INDEX_STORE_EVERY
         journal.setRaftCommitIndex(6)
         journal.onOneSecondTimer()
         assert meta.stat().st_ino != written
         assert inner.getRaftCommitIndex() == 6
     finally:
         inner._destroy()
+
+
+def stored_index(journal_file: Path) -> Any:
+    return MetaStorer(str(internals.meta_file(journal_file))).getMeta().get("raftCommitIndex")
+
+
+def test_a_moving_commit_index_is_stored_every_few_seconds_a_vote_at_once(tmp_path: Path) -> None:
+    """A cluster that commits every second would rewrite the meta file every second."""
+    path = tmp_path / "raft.journal"
+    inner = FileJournal(str(path))
+    now = [100.0]
+    journal = DurableJournal(inner, path, tmp_path / "raft.dump", clock=lambda: now[0])
+    try:
+        journal.setRaftCommitIndex(5)
+        journal.onOneSecondTimer()
+        stored = [stored_index(path)]
+        for index in range(6, 6 + int(COMMIT_INDEX_STORE_EVERY)):
+            now[0] += 1.0
+            journal.setRaftCommitIndex(index)
+            journal.onOneSecondTimer()
+            stored.append(stored_index(path))
+        assert stored == [5] * int(COMMIT_INDEX_STORE_EVERY) + [5 + int(COMMIT_INDEX_STORE_EVERY)]
+        journal.setRaftCommitIndex(99)
+        journal.setCurrentTerm(3, "node-b")  # a vote is stored (with the index) before it returns
+        assert MetaStorer(str(internals.meta_file(path))).getMeta() == {
+            "raftCommitIndex": 99, "currentTerm": 3, "votedForNodeId": "node-b"}
+    finally:
+        inner._destroy()
+
+
+def test_a_replica_stopped_on_purpose_stores_its_last_commit_index(tmp_path: Path) -> None:
+    path = tmp_path / "raft.journal"
+    now = [100.0]
+    journal = DurableJournal(FileJournal(str(path)), path, tmp_path / "raft.dump", clock=lambda: now[0])
+    journal.setRaftCommitIndex(5)
+    journal.onOneSecondTimer()
+    now[0] += 1.0
+    journal.setRaftCommitIndex(9)
+    journal.onOneSecondTimer()
+    assert stored_index(path) == 5
+    journal._destroy()
+    assert stored_index(path) == 9
 
 
 @pytest.mark.parametrize("ttl", [3, 5, 10, 60])

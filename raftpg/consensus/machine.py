@@ -26,6 +26,7 @@ from typing import Any
 from pysyncobj import SyncObjConsumer, replicated
 
 from raftpg.consensus import state as st
+from raftpg.consensus.model import Lease, Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,41 @@ class Published:
     lease_applied_at: float
     member_applied_at: Mapping[str, float]
     noop_ids: frozenset[str]
+
+
+def lease_of(published: Published) -> Lease:
+    """Published state is never mutated: read without copying, also from the tick thread."""
+    lease = published.state["lease"]
+    return Lease(
+        holder=lease["holder"],
+        instance_id=lease["instance_id"],
+        version=lease["version"],
+        revision=lease["revision"],
+        ttl=lease["ttl"],
+        lsn_at_handover=lease["lsn_at_handover"],
+        bootstrapping=lease["bootstrapping"],
+        applied_at=published.lease_applied_at,
+    )
+
+
+def snapshot_of(published: Published, last_applied: int) -> Snapshot:
+    """A deep copy: its readers never reach the published state."""
+    state = copy_state(published.state)
+    return Snapshot(
+        scope=state["cluster"]["scope"],
+        initialize=state["initialize"],
+        lease=lease_of(published),
+        members=state["members"],
+        member_applied_at=dict(published.member_applied_at),
+        config=state["config"],
+        config_version=state["config_version"],
+        failover=state["failover"],
+        failover_dropped=state["failover_dropped"],
+        sync=state["sync"],
+        history=tuple(state["history"]),
+        operations=state["operations"] if isinstance(state["operations"], dict) else {},
+        last_applied=last_applied,
+    )
 
 
 class StateMachine(SyncObjConsumer):  # type: ignore[misc]

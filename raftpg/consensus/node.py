@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,12 @@ from raftpg.clock import boottime
 from raftpg.consensus import state as st
 from raftpg.consensus.commands import Commands, request_id
 from raftpg.consensus.errors import ConsensusError, NoQuorum, OutcomeUnknown
-from raftpg.consensus.leadership import TRANSFER_RETRY, Refusals, leadership_target, refusal_level
-from raftpg.consensus.machine import Published, StateMachine, copy_state
-from raftpg.consensus.model import Lease, RaftStatus, Snapshot
+from raftpg.consensus.file_modes import FileModeGuard, fix_file_modes, prepare_data_dir
+from raftpg.consensus.lease_follower import LeaseFollower
+from raftpg.consensus.machine import StateMachine, snapshot_of
+from raftpg.consensus.model import RaftStatus, Snapshot
 from raftpg.consensus.outcome import Resolver, resolver_for
-from raftpg.consensus.pysyncobj_internals import check, destroy_unstarted, is_leader, meta_file, read_status
+from raftpg.consensus.pysyncobj_internals import check, cluster_addrs, destroy_unstarted, read_status
 from raftpg.consensus.replica import Replica
 from raftpg.consensus.settings import DUMP_FILE, JOURNAL_FILE, build_conf, derive_key, validate_timings
 
@@ -51,26 +50,9 @@ _LOST_ENTRY = frozenset({FAIL_REASON.LEADER_CHANGED, FAIL_REASON.DISCARDED})
 _BACKOFF_FIRST = 0.02
 _BACKOFF_MAX = 0.2
 _RESOLVE_POLL = 0.02
-_FILE_MODE_CHECK_EVERY = 2.0
-_LEADERSHIP_CHECK_EVERY = 0.2
 _HAND_OFF_WAIT = 1.0  # at most this long, a stopping leader waits for its successor
 
 _Reply = tuple[Any, int]
-
-
-def _lease_of(published: Published) -> Lease:
-    """Published state is never mutated (machine.py): read without copying, also from the tick thread."""
-    lease = published.state["lease"]
-    return Lease(
-        holder=lease["holder"],
-        instance_id=lease["instance_id"],
-        version=lease["version"],
-        revision=lease["revision"],
-        ttl=lease["ttl"],
-        lsn_at_handover=lease["lsn_at_handover"],
-        bootstrapping=lease["bootstrapping"],
-        applied_at=published.lease_applied_at,
-    )
 
 
 def _settle(fut: asyncio.Future[_Reply], result: Any, error: int) -> None:
@@ -111,12 +93,7 @@ class RaftNode(Commands):
         self._stopped = False
         self._change_pending = False
         self._pending: set[asyncio.Future[_Reply]] = set()
-        self._modes_checked_at = 0.0
-        self._leadership_checked_at = 0.0
-        self._transfer_to: str | None = None
-        self._transfer_not_before = 0.0
-        self._refusals: Refusals | None = None
-        self._handing_off = False
+        self._lease_follower: LeaseFollower | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -127,7 +104,7 @@ class RaftNode(Commands):
         if self._syncobj is not None or self._stopped:
             raise ConsensusError("RaftNode.start() called twice")
         self._loop = asyncio.get_running_loop()
-        self._prepare_data_dir()
+        prepare_data_dir(self._data_dir)
         conf = build_conf(
             scope=self._scope,
             password=self._password,
@@ -148,7 +125,8 @@ class RaftNode(Commands):
             raise ConsensusError(
                 f"cannot bind Raft address {self._self_addr}: port in use or address not on this host"
             ) from e
-        obj.addOnTickCallback(self._guard_file_modes)
+        self._lease_follower = LeaseFollower(obj, self._self_addr, lambda: self._machine.published)
+        obj.addOnTickCallback(FileModeGuard(self._data_dir).on_tick)
         obj.addOnTickCallback(self._follow_lease)
         self._syncobj = obj
         logger.info(
@@ -182,13 +160,14 @@ class RaftNode(Commands):
                 await asyncio.sleep(0.01)
             if obj.tick_thread_alive():
                 logger.warning("Raft tick thread did not stop within %.1fs", timeout)
-            self._fix_file_modes()
+            fix_file_modes(self._data_dir)
         for fut in list(self._pending):
             _settle(fut, None, _STOPPED)
         logger.info("Raft replica on %s stopped", self._self_addr)
 
     async def _hand_off_leadership(self, wait: float) -> None:
-        self._handing_off = True
+        assert self._lease_follower is not None
+        self._lease_follower.handing_off = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline and self.raft_status().leader in (None, self._self_addr):  # noqa: ASYNC110
@@ -201,47 +180,9 @@ class RaftNode(Commands):
                         "election timeout", wait)
 
     def _follow_lease(self) -> None:
-        """Tick thread (pysyncobj's transport is not thread-safe): leadership.py's rule."""
-        obj = self._syncobj
-        now = boottime()
-        if obj is None or self._stopped or now - self._leadership_checked_at < _LEADERSHIP_CHECK_EVERY:
-            return
-        self._leadership_checked_at = now
-        if not is_leader(obj):
-            self._transfer_to = None
-            self._refusals = None
-            return
-        published = self._machine.published
-        target = leadership_target(_lease_of(published), published.state["members"], self._self_addr,
-                                   frozenset(self._cluster_addrs()), now)
-        if target is None and not self._handing_off:
-            return
-        if target == self._transfer_to and now < self._transfer_not_before:
-            return
-        retry = target == self._transfer_to
-        self._transfer_to = target
-        self._transfer_not_before = now + TRANSFER_RETRY
-        why = "the lease holder's replica" if target is not None else "the most caught-up follower"
-        logger.log(logging.DEBUG if retry else logging.INFO, "Raft leadership: handing it to %s (%s)",
-                   target or "the most caught-up follower", why)
-        obj.transferLeadership(target, callback=lambda _result, error: self._transfer_answered(target, error))
-
-    def _transfer_answered(self, target: str | None, error: int) -> None:
-        """Tick thread. A refusal is retried every TRANSFER_RETRY; leadership.refusal_level says
-        how loudly each is logged."""
-        if error == FAIL_REASON.SUCCESS:
-            self._refusals = None
-            return
-        now = boottime()
-        self._refusals, level = refusal_level(self._refusals, target, now)
-        to = target or "a follower"
-        if level == logging.WARNING:
-            logger.warning("Raft leadership transfer to %s still refused after %.0fs (error %s): its replica is "
-                           "not connected or not catching up; trying again every %.0fs", to,
-                           now - self._refusals.since, error, TRANSFER_RETRY)
-        else:
-            logger.log(level, "Raft leadership transfer to %s refused (error %s: not connected or not caught up); "
-                       "trying again every %.0fs, logging repeats at DEBUG", to, error, TRANSFER_RETRY)
+        """Tick thread: lease_follower.py's rule, until the node stops."""
+        if self._lease_follower is not None and not self._stopped:
+            self._lease_follower.on_tick()
 
     def tick_thread_alive(self) -> bool:
         return bool(self._syncobj is not None and self._syncobj.tick_thread_alive())
@@ -253,23 +194,8 @@ class RaftNode(Commands):
     # ----------------------------------------------------------------- reads
 
     def snapshot(self) -> Snapshot:
-        published = self._machine.published
-        state = copy_state(published.state)
-        return Snapshot(
-            scope=state["cluster"]["scope"],
-            initialize=state["initialize"],
-            lease=_lease_of(published),
-            members=state["members"],
-            member_applied_at=dict(published.member_applied_at),
-            config=state["config"],
-            config_version=state["config_version"],
-            failover=state["failover"],
-            failover_dropped=state["failover_dropped"],
-            sync=state["sync"],
-            history=tuple(state["history"]),
-            operations=state["operations"] if isinstance(state["operations"], dict) else {},
-            last_applied=self._syncobj.raftLastApplied if self._syncobj is not None else 0,
-        )
+        """A copy of the local replica's state, the caller's to keep or change."""
+        return snapshot_of(self._machine.published, self._syncobj.raftLastApplied if self._syncobj is not None else 0)
 
     def raft_status(self) -> RaftStatus:
         return read_status(self._require(allow_stopped=True), self._self_addr, self._data_dir / JOURNAL_FILE)
@@ -419,8 +345,7 @@ class RaftNode(Commands):
             await asyncio.sleep(min(_RESOLVE_POLL, remaining))
 
     def _cluster_addrs(self) -> set[str]:
-        obj = self._require()
-        return {node.address for node in obj.otherNodes} | {self._self_addr}
+        return cluster_addrs(self._require(), self._self_addr)
 
     async def _change_membership(self, addr: str, *, adding: bool, timeout: float) -> None:
         obj = self._require()
@@ -483,30 +408,3 @@ class RaftNode(Commands):
             self._on_change()
         except Exception:
             logger.exception("on_change callback failed")
-
-    def _prepare_data_dir(self) -> None:
-        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self._data_dir, 0o700)
-        self._fix_file_modes()
-
-    def _fix_file_modes(self) -> None:
-        """Journal and dump hold the whole cluster state: owner-only. pysyncobj creates them (and
-        re-creates the dump at every compaction) with the process umask."""
-        journal = self._data_dir / JOURNAL_FILE
-        for path in (journal, meta_file(journal), self._data_dir / DUMP_FILE):
-            try:
-                if path.stat().st_mode & 0o077:
-                    os.chmod(path, 0o600)
-            except FileNotFoundError:
-                continue
-
-    def _guard_file_modes(self) -> None:
-        """Tick-thread callback; cheap, rate-limited, and never raises into pysyncobj."""
-        now = time.monotonic()
-        if now - self._modes_checked_at < _FILE_MODE_CHECK_EVERY:
-            return
-        self._modes_checked_at = now
-        try:
-            self._fix_file_modes()
-        except OSError:
-            logger.exception("cannot restrict permissions of Raft files in %s", self._data_dir)

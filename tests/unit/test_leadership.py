@@ -4,16 +4,16 @@ refused transfer is logged."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 from pysyncobj import FAIL_REASON
 
-from raftpg.consensus import RaftNode
-from raftpg.consensus import node as node_module
+from raftpg.consensus import lease_follower as follower_module
 from raftpg.consensus.leadership import TRANSFER_RETRY, Refusals, leadership_target, refusal_level
+from raftpg.consensus.lease_follower import LeaseFollower
+from raftpg.consensus.machine import Published
 from raftpg.consensus.model import Lease
-from raftpg.consensus.options import raft_timings
+from raftpg.consensus.state import initial_state
 
 pytestmark = pytest.mark.unit
 
@@ -72,18 +72,18 @@ class Clock:
         return self.now
 
 
-def test_the_node_logs_a_repeated_refusal_once_until_it_lasts_or_succeeds(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_repeated_refusal_is_logged_once_until_it_lasts_or_succeeds(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    monkeypatch.setattr(node_module, "boottime", clock)
-    node = RaftNode(scope="s", self_addr=ME, partner_addrs=[ME, OTHER], data_dir=tmp_path, password="pw",
-                    timings=raft_timings(5))
-    caplog.set_level(logging.DEBUG, logger=node_module.__name__)
+    monkeypatch.setattr(follower_module, "boottime", clock)
+    published = Published(initial_state(), 0.0, {}, frozenset())
+    node = LeaseFollower(object(), ME, lambda: published)
+    caplog.set_level(logging.DEBUG, logger=follower_module.__name__)
     for _ in range(20):  # 40 s of refusals, one every TRANSFER_RETRY
-        node._transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
+        node.transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
         clock.now += TRANSFER_RETRY
-    node._transfer_answered(OTHER, FAIL_REASON.SUCCESS)
-    node._transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
+    node.transfer_answered(OTHER, FAIL_REASON.SUCCESS)
+    node.transfer_answered(OTHER, FAIL_REASON.REQUEST_DENIED)
     levels = [record.levelno for record in caplog.records if "refused" in record.getMessage()]
     assert levels.count(logging.INFO) == 2  # the first of each run
     assert levels.count(logging.WARNING) == 1

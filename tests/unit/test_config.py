@@ -709,8 +709,8 @@ def test_raft_timings_are_accepted_by_pysyncobj_and_fit_in_the_lease() -> None:
             "leaderFallbackTimeout",
         }
         SyncObjConf(**timings).validate()
-        assert 0.05 <= timings["appendEntriesPeriod"] <= 0.1
-        assert timings["raftMinTimeout"] >= 3 * timings["appendEntriesPeriod"]
+        assert timings["appendEntriesPeriod"] >= 0.05
+        assert timings["raftMinTimeout"] == pytest.approx(4 * timings["appendEntriesPeriod"])
         # detect a dead leader, one more election round, one reconnect: well within half a lease
         recovery = 2 * timings["raftMaxTimeout"] + timings["connectionRetryTime"]
         assert recovery < ttl / 2

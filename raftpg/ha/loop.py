@@ -105,6 +105,7 @@ class HaLoop:
         self._postmaster_watch = PostmasterWatch(pg.postmaster_pid, lambda: self._status.pg_running,
                                                  self._postmaster_exited)
         self.cycles = 0
+        self._wal_dir = settings.postgresql.data_dir / "pg_wal"  # its disk is checked every cycle
         self._publishing: asyncio.Task[None] | None = None
 
     def _step(self, observation: Observation) -> list[Action]:
@@ -216,8 +217,9 @@ class HaLoop:
             if until_expiry > 0:
                 delay = min(delay, until_expiry)
         self._wake.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):  # unlike wait_for, no task per cycle
+                await self._wake.wait()
 
     async def cycle(self) -> bool:
         """One HA cycle. Returns True when the next one should run at once."""
@@ -398,7 +400,7 @@ class HaLoop:
         disk (a full Raft disk is SIGBUS)."""
         if self._watchdog_problem is not None:
             return self._watchdog_problem
-        wal = self.settings.postgresql.data_dir / "pg_wal"
+        wal = self._wal_dir
         for label, path in (("pg_wal", wal if wal.exists() else self.settings.postgresql.data_dir.parent),
                             ("the Raft directory", self.settings.raft.data_dir)):
             try:

@@ -23,7 +23,8 @@ class DataDirState(enum.Enum):
 
 def data_dir_state(data_dir: Path) -> DataDirState:
     """Read every HA cycle: the usual answer, INITIALIZED, costs two stat calls and no listing."""
-    if (data_dir / "PG_VERSION").is_file() and (data_dir / "global" / "pg_control").is_file():
+    if os.path.isfile(os.path.join(data_dir, "PG_VERSION")) \
+            and os.path.isfile(os.path.join(data_dir, "global", "pg_control")):
         return DataDirState.INITIALIZED
     if not data_dir.exists():
         return DataDirState.MISSING
@@ -41,9 +42,10 @@ def process_state(pid: int) -> str | None:
 
 
 def lock_file_pid(data_dir: Path) -> int | None:
-    """The PID recorded in postmaster.pid, alive or not."""
+    """The PID recorded in postmaster.pid, alive or not (its first line; read every HA cycle)."""
     try:
-        first = (data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
+        with open(os.path.join(data_dir, "postmaster.pid"), "rb") as lock_file:
+            first = lock_file.readline()
         return abs(int(first))  # negative in single-user mode
     except (FileNotFoundError, ValueError):
         return None

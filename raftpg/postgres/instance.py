@@ -69,6 +69,12 @@ class PostgresInstance:
             password=settings.superuser.password or None,
         )
         self._cloning = False
+        # Paths looked at every HA cycle, built once. The markers sit next to the data directory:
+        # one while pg_basebackup fills it (raftpg may be killed meanwhile), one while pg_rewind
+        # changes it (pg_rewind deletes the files in it that the source lacks).
+        self.clone_marker = self.data_dir.with_name(f"{self.data_dir.name}.cloning")
+        self.rewind_marker = self.data_dir.with_name(f"{self.data_dir.name}.rewinding")
+        self._standby_signal = self.data_dir / STANDBY_SIGNAL
 
     # -- the data directory ------------------------------------------------------------------
 
@@ -76,11 +82,6 @@ class PostgresInstance:
         if self.clone_marker.exists() and not self._cloning:
             self._set_aside_interrupted_clone()
         return datadir.data_dir_state(self.data_dir)
-
-    @property
-    def clone_marker(self) -> Path:
-        """Next to the data directory while pg_basebackup fills it (raftpg may be killed meanwhile)."""
-        return self.data_dir.with_name(f"{self.data_dir.name}.cloning")
 
     def _set_aside_interrupted_clone(self) -> None:
         """A clone an earlier raftpg process began and never finished (it was killed): a partial copy
@@ -101,11 +102,6 @@ class PostgresInstance:
     def postmaster_pid(self) -> int | None:
         return datadir.postmaster_pid(self.data_dir)
 
-    @property
-    def rewind_marker(self) -> Path:
-        """Next to the data directory (pg_rewind deletes files in it that the source lacks)."""
-        return self.data_dir.with_name(f"{self.data_dir.name}.rewinding")
-
     def rewind_interrupted(self) -> bool:
         """pg_rewind began changing the data directory and did not finish (killed, or failed while
         copying): PostgreSQL documents such a directory as unusable; only a new clone helps."""
@@ -122,7 +118,7 @@ class PostgresInstance:
                                timeout, interval=0.02)
 
     def standby_signal_present(self) -> bool:
-        return (self.data_dir / STANDBY_SIGNAL).exists()
+        return self._standby_signal.exists()
 
     def move_data_dir_aside(self) -> Path:
         """Rename the data directory out of the way (never delete data); refuses while running."""
@@ -370,7 +366,8 @@ class PostgresInstance:
             await self._session.close()
             return PgStatus(running=False)
         try:
-            return await asyncio.wait_for(query_status(self._session, pid, timeout), timeout)
+            async with asyncio.timeout(timeout):  # no task per call, unlike wait_for (every HA cycle)
+                return await query_status(self._session, pid, timeout)
         except TimeoutError:
             return PgStatus(running=False, postmaster_pid=pid, error=f"no answer within {timeout:.1f}s")
         except QueryFailed as exc:

@@ -1,4 +1,5 @@
-"""datadir.data_dir_state on real files: the four states, whichever order they are checked in."""
+"""datadir on real files: data_dir_state's four states, whichever order they are checked in, and
+the PID lock_file_pid reads from postmaster.pid (both read every HA cycle)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raftpg.postgres.datadir import DataDirState, data_dir_state
+from raftpg.postgres.datadir import DataDirState, data_dir_state, lock_file_pid
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(10)]
 
@@ -47,3 +48,20 @@ def test_data_dir_state(tmp_path: Path, make: Callable[[Path], None], state: Dat
     data_dir = tmp_path / "pgdata"
     make(data_dir)
     assert data_dir_state(data_dir) is state
+
+
+@pytest.mark.parametrize(
+    ("content", "pid"),
+    [
+        pytest.param(b"4242\n/var/lib/pgdata\n1733472000\n5432\n", 4242, id="a-server"),
+        pytest.param(b"-4242\n/var/lib/pgdata\n", 4242, id="single-user-mode"),
+        pytest.param(b"4242", 4242, id="no-newline"),
+        pytest.param(b"", None, id="empty"),
+        pytest.param(b"\xff\xfe\n", None, id="garbage"),
+        pytest.param(None, None, id="missing"),
+    ],
+)
+def test_lock_file_pid(tmp_path: Path, content: bytes | None, pid: int | None) -> None:
+    if content is not None:
+        (tmp_path / "postmaster.pid").write_bytes(content)
+    assert lock_file_pid(tmp_path) == pid

@@ -1,6 +1,6 @@
 """Short runs of the benchmarks no other test drives, through their own command lines, so that
-they cannot rot: one postmaster-kill round in quorum mode (0 lost), and the side-by-side table
-rebuilt from the committed results."""
+they cannot rot: one postmaster-kill round in quorum mode (0 lost), the side-by-side table
+rebuilt from the committed results, and the event loop's CPU and profile on an idle cluster."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cluster.bench_run import run_benchmark
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -38,3 +40,19 @@ def test_side_by_side_table_from_committed_results(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, check=False)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "failover_bench.py" in dry.stdout
+
+
+def test_loop_cpu_one_short_round(tmp_path: Path) -> None:
+    out = tmp_path / "loop_cpu.json"
+    done = run_benchmark("benchmarks.loop_cpu", ["--rounds", "1", "--seconds", "2", "--settle", "1",
+                                                 "--json", str(out)], timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:]
+    summary = next(iter(json.loads(out.read_text())["summary"].values()))
+    assert summary["primary_median"] > 0 and summary["replica_median"] > 0
+
+
+def test_loop_profile_short_run() -> None:
+    done = run_benchmark("benchmarks.loop_profile", ["--seconds", "2", "--top", "3"], timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "function calls" in done.stdout, "a cProfile listing"
+    assert done.stdout.count("WARNING/ERROR lines in its log while profiled") == 3, "one report per member"

@@ -31,7 +31,6 @@ from raftpg.fence.protocol import (
     is_fence_cmdline,
 )
 from raftpg.postgres.errors import PostgresError
-from raftpg.process_exit import wait_exit
 from raftpg.procfs import process_alive, process_cmdline
 
 logger = logging.getLogger(__name__)
@@ -205,15 +204,15 @@ class FenceClient:
             )
 
     async def _wait_exit(self, pid: int, timeout: float) -> bool:
-        """Wait until pid (a fence a moment ago) has exited, then collect our fence child so no
-        zombie is left; an exiting process drops its command line before it is gone, so its exit
-        is what counts here."""
-        try:
-            await asyncio.wait_for(wait_exit(pid), timeout)
-        except TimeoutError:
-            return False
-        finally:
+        """Wait until pid (a fence a moment ago) has exited; an exiting process drops its command
+        line before it is gone, so liveness is what counts here."""
+        end = boottime() + timeout
+        while process_alive(pid):
             self._reap()
+            if boottime() >= end:
+                return False
+            await asyncio.sleep(0.02)
+        self._reap()
         return True
 
     def _reap(self) -> None:

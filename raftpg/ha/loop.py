@@ -50,6 +50,7 @@ from raftpg.ha.observations import (
     ShutdownRequested,
 )
 from raftpg.ha.peers import fetch_peer_positions
+from raftpg.ha.process_exit import PostmasterWatch
 from raftpg.ha.publishing import heartbeat_interval, should_publish
 from raftpg.ha.records import member_record, node_status, system_identifier
 from raftpg.ha.status import NodeStatus
@@ -67,7 +68,6 @@ from raftpg.postgres.datadir import DataDirState
 from raftpg.postgres.errors import PostgresError
 from raftpg.postgres.instance import PostgresInstance
 from raftpg.postgres.status import PgStatus
-from raftpg.process_exit import PostmasterWatch
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from raftpg import process_exit
-from raftpg.process_exit import PostmasterWatch, wait_exit
+from raftpg.ha import process_exit
+from raftpg.ha.process_exit import PostmasterWatch, wait_exit
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 

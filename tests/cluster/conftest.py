@@ -40,15 +40,17 @@ def make_cluster(request: pytest.FixtureRequest, settled: Callable[[FaultCluster
     base = scratch_dir(f"raftpg-{request.module.__name__.rsplit('.', 1)[-1]}-")
     cluster = FaultCluster(base_dir=base, **kwargs)  # type: ignore[arg-type]
     cluster.start()
+    settled_ok = False
     try:
         if settled is None:
             cluster.wait_healthy(HEALTHY_TIMEOUT)
         else:
             settled(cluster)
+        settled_ok = True
         yield cluster
     finally:
         cluster.stop()
-        if request.session.testsfailed:
+        if request.session.testsfailed or not settled_ok:
             print(f"\ncluster logs kept in {base}")
             for node in cluster.nodes.values():
                 if node.log_path.exists():

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from raftpg import __version__
 from raftpg.config import ConfigError, Settings, WitnessSettings, load_member_settings, sample_config
+from raftpg.fence.protocol import SUBCOMMAND as FENCE_COMMAND
 
-FENCE_COMMAND = "fence"
 DAEMON_COMMANDS = ("run", "rejoin")
 """Parsed without the operator tools' modules (ctl, demo, certs, rich ...): a node's daemon would
 carry them for its whole life, about 4 MiB of RSS and a hundred modules."""
@@ -163,7 +163,8 @@ def build_parser(*, tools: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == [FENCE_COMMAND]:
-        # Hidden: the fence helper process, so a frozen single-file build runs it from the same file.
+        # Hidden: the fence helper process (`raftpg fence`). The single-file build dispatches it
+        # earlier, in packaging/entry.py, before this module's imports.
         from raftpg.fence.process import main as fence_main
 
         return fence_main(args_list[1:])
